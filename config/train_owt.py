@@ -1,0 +1,27 @@
+# The paper's OpenWebText FLM (method.md 3): DiT 12 x 768, GPT-2 BPE, L = 1024.
+# Global batch 512 = batch_size 16 x gradient_accumulation_steps 32 (split over
+# the GPUs of a torchrun launch), e.g. on 8 GPUs:
+# $ torchrun --standalone --nproc_per_node=8 train.py config/train_owt.py
+out_dir = 'out-owt'
+dataset = 'openwebtext'
+block_size = 1024
+batch_size = 16
+gradient_accumulation_steps = 32
+n_layer = 12
+n_head = 12
+n_embd = 768
+n_cond = 128
+dropout = 0.1
+learning_rate = 3e-4
+beta1 = 0.9
+beta2 = 0.999
+weight_decay = 0.0
+warmup_iters = 2500
+decay_lr = False
+max_iters = 1_000_000
+grad_clip = 1.0
+ema_decay = 0.9999
+eval_interval = 5000
+eval_iters = 8
+log_interval = 100
+compile = True

@@ -1,0 +1,142 @@
+"""The one-hot flow, the network and the CE loss (method.md 1, 3)."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+import flm
+
+
+def test_interpolant_moments():
+    torch.manual_seed(0)
+    B, L, K = 4, 2000, 5
+    x = torch.randint(K, (B, L))
+    g = torch.tensor([0.0, 0.25, 0.6, 0.9])
+    x_g = flm.interpolant(x, g, torch.randn(B, L, K))
+    residual = x_g - g[:, None, None] * F.one_hot(x, K)  # = (1 - g) * eps
+    assert residual.mean().abs() < 0.02
+    assert torch.allclose(residual.std(dim=(1, 2)), 1 - g, rtol=0.03)
+    # g = 1 is the clean one-hot
+    assert torch.equal(flm.interpolant(x, torch.ones(B), torch.randn(B, L, K)), F.one_hot(x, K).float())
+
+
+def test_velocity_points_from_x_g_to_the_denoiser():
+    # x_g + (1 - g) * v(x_g) = D: one Euler step of size 1 - g lands on D
+    torch.manual_seed(0)
+    z, D, g = torch.randn(3, 4, 7), torch.softmax(torch.randn(3, 4, 7), -1), torch.tensor(0.3)
+    assert torch.allclose(z + (1 - g) * flm.velocity(D, z, g), D, atol=1e-6)
+
+
+def tiny_config(**kw):
+    return flm.FLMConfig(**{**dict(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, n_cond=16), **kw})
+
+
+def test_zero_initialised_model_gives_uniform_output():
+    torch.manual_seed(0)
+    for cfg in [tiny_config(), tiny_config(two_times=True)]:
+        model = flm.FLM(cfg)
+        x_g, t = 3 * torch.randn(5, 16, 11), torch.rand(5)
+        logits = model(x_g, t, t2=torch.rand(5) if cfg.two_times else None)
+        assert torch.equal(logits, torch.zeros_like(logits))
+        # and the loss at init is log K, whatever the data
+        loss = flm.flm_loss(model, torch.randint(11, (5, 16)), flm.g_table(11), 11)
+        assert abs(loss.item() - math.log(11)) < 1e-5
+
+
+def test_second_time_starts_as_a_copy_of_the_one_time_model():
+    torch.manual_seed(0)
+    teacher = flm.FLM(tiny_config())
+    for p in teacher.parameters():  # non-trivial weights everywhere
+        p.data.normal_(0, 0.1)
+    student = flm.FLM(tiny_config(two_times=True))
+    student.load_state_dict(teacher.state_dict(), strict=False)
+    x_g, t = torch.randn(3, 16, 11), torch.rand(3)
+    assert torch.allclose(student(x_g, t, torch.rand(3)), teacher(x_g, t), atol=1e-6)
+    assert not torch.allclose(teacher(x_g, t), teacher(x_g, 1 - t))  # time does matter
+
+
+def test_the_network_sees_all_positions_and_their_order():
+    torch.manual_seed(0)
+    model = flm.FLM(tiny_config())
+    for p in model.parameters():
+        p.data.normal_(0, 0.1)
+    x_g, t = torch.randn(1, 16, 11), torch.rand(1)
+    out = model(x_g, t)
+    x2 = x_g.clone()
+    x2[0, -1] += 1.0  # the last position changes the first one's output: bidirectional
+    assert not torch.allclose(model(x2, t)[0, 0], out[0, 0])
+    # swapping two positions' inputs does not just swap their outputs: positions are used
+    x3 = x_g.clone()
+    x3[0, [0, 5]] = x_g[0, [5, 0]]
+    assert not torch.allclose(model(x3, t)[0, 0], out[0, 5], atol=1e-4)
+
+
+def test_loss_noises_at_G_of_t_and_conditions_on_t():
+    # a probe network records what flm_loss feeds it: the noise level of x_g must be
+    # G(t) for the t the network is given (not g = t, nor conditioning on g)
+    K, B, L = 64, 64, 256
+    table = flm.g_table(K)
+    seen = {}
+
+    def probe(x_g, t):
+        seen['x_g'], seen['t'] = x_g, t
+        return torch.zeros(*x_g.shape, requires_grad=True)
+
+    torch.manual_seed(0)
+    x = torch.randint(K, (B, L))
+    flm.flm_loss(probe, x, table, K)
+    x_g, t = seen['x_g'], seen['t']
+    g_seen = (x_g * F.one_hot(x, K)).sum(-1).mean(1)  # the clean coordinate's mean is g
+    noise = x_g - F.one_hot(x, K) * g_seen[:, None, None]
+    assert torch.allclose(g_seen, flm.G(t, table), atol=0.03)
+    assert torch.allclose(noise.std((1, 2)), 1 - flm.G(t, table), atol=0.03)
+    # antithetic t: one per stratum [i/B, (i+1)/B)
+    assert torch.equal((t.sort().values * B).floor(), torch.arange(B).float())
+
+
+def test_learnable_loss_weighting():
+    torch.manual_seed(0)
+    model = flm.FLM(tiny_config(learn_loss_weight=True))
+    x, table = torch.randint(11, (8, 16)), flm.g_table(11)
+    torch.manual_seed(1)
+    plain = flm.flm_loss(model, x, table, 11)
+    torch.manual_seed(1)
+    weighted = flm.flm_loss(model, x, table, 11, loss_weight=model.log_weight)
+    assert torch.allclose(plain, weighted)  # w = 0 at init
+    # exp(-w) * loss + w is minimised at w = log(loss): train w alone and see
+    opt = torch.optim.Adam(model.loss_weight.parameters(), lr=0.05)
+    for _ in range(300):
+        torch.manual_seed(2)
+        loss = flm.flm_loss(model, x, table, 11, loss_weight=model.log_weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w = model.log_weight(torch.rand(16))
+    assert torch.allclose(w, torch.full_like(w, math.log(math.log(11))), atol=0.05)
+
+
+def test_ema_update():
+    a, b = flm.FLM(tiny_config()), flm.FLM(tiny_config())
+    for p in b.parameters():
+        p.data.fill_(1.0)
+    ema = flm.ema_copy(a)
+    before = [p.clone() for p in ema.parameters()]
+    flm.ema_update(ema, b, 0.9)
+    for p0, p in zip(before, ema.parameters()):
+        assert torch.allclose(p, 0.9 * p0 + 0.1)
+    assert all(not p.requires_grad for p in ema.parameters())
+
+
+def test_unigram_denoiser_is_bayes_for_iid_tokens():
+    # tokens i.i.d. from pi: the posterior p(x | x_g) by Bayes' rule on a grid of tokens
+    torch.manual_seed(0)
+    K = 6
+    pi = torch.softmax(torch.randn(K), 0)
+    g = torch.tensor([0.4])
+    x_g = torch.randn(1, 1, K)
+    # log N(x_g; g e_k, (1-g)^2 I) for each k, plus log pi_k
+    e = torch.eye(K)
+    log_lik = -((x_g[0, 0] - g * e) ** 2).sum(-1) / (2 * (1 - g) ** 2)
+    posterior = torch.softmax(pi.log() + log_lik, 0)
+    ours = torch.softmax(flm.unigram_denoiser_logits(x_g, g, pi.log())[0, 0], 0)
+    assert torch.allclose(ours, posterior, atol=1e-6)

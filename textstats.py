@@ -1,0 +1,50 @@
+"""
+Cheap quality figures of generated text, always read together:
+- valid-word fraction: the share of whitespace-separated words of the samples
+  that occur in the training text (for character-level data);
+- unigram entropy: the mean over samples of the entropy (nats) of each sample's
+  own token frequencies. A sampler that repeats itself scores low here.
+"""
+
+import os
+from collections import Counter
+
+import numpy as np
+
+
+def unigram_entropy(tokens):
+    """Entropy in nats of the empirical token distribution of one sample."""
+    counts = np.array(list(Counter(tokens).values()), dtype=np.float64)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def mean_unigram_entropy(samples):
+    return sum(unigram_entropy(s) for s in samples) / len(samples)
+
+
+def valid_word_fraction(texts, words):
+    """Share of the whitespace-separated words of `texts` that are in the set `words`."""
+    found = [w for text in texts for w in text.split()]
+    return sum(w in words for w in found) / max(1, len(found))
+
+
+def char_data_stats(data_dir, itos, L, n=256, seed=0):
+    """The training text's word set, and the figures of n real validation chunks of L
+    characters (the reference a sampler is compared with)."""
+    train = np.memmap(os.path.join(data_dir, 'train.bin'), dtype=np.uint16, mode='r')
+    val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=np.uint16, mode='r')
+    words = set(''.join(itos[i] for i in train.tolist()).split())
+    starts = np.random.default_rng(seed).integers(0, len(val) - L, n)
+    chunks = [val[s:s + L].tolist() for s in starts]
+    texts = [''.join(itos[i] for i in c) for c in chunks]
+    # chunks, like samples, may cut a word at either end: both are counted alike
+    return words, {'valid_words': valid_word_fraction(texts, words), 'entropy': mean_unigram_entropy(chunks)}
+
+
+def report(name, figures, reference):
+    """One line: valid words and entropy, each with its real-text reference."""
+    ratio = figures['entropy'] / reference['entropy']
+    return (f"{name}: valid words {100 * figures['valid_words']:.1f}% (real text "
+            f"{100 * reference['valid_words']:.1f}%), unigram entropy {figures['entropy']:.3f} nats "
+            f"(real text {reference['entropy']:.3f}, ratio {ratio:.3f})")
