@@ -26,11 +26,10 @@ rows = [records[i] for i in sorted(records)]
 iters = [r['iter'] for r in rows]
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-ax1.plot(iters, [r['val']['gain'] for r in rows], label='val')
-ax1.plot(iters, [r['train']['gain'] for r in rows], '--', label='train')
+ax1.plot(iters[1:], [r['val']['gain'] for r in rows[1:]], label='val')
+ax1.plot(iters[1:], [r['train']['gain'] for r in rows[1:]], '--', label='train')
 ax1.axhline(0, color='gray', lw=0.8)
 ax1.set(xlabel='iteration', ylabel='nats', title='context gain at t = 0.5\nCE(per-token Bayes) - CE(model)')
-ax1.set_ylim(bottom=min(-0.1, min(r['val']['gain'] for r in rows[1:] or rows)))
 ax1.legend()
 for j, t in enumerate(rows[0]['eval_t']):
     ax2.plot(iters[1:], [r['val']['ce_t'][j] for r in rows[1:]], label=f't = {t}')

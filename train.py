@@ -36,7 +36,7 @@ from configurator import configure, die
 # default config values: the tiny Shakespeare char FLM, ~18 minutes on a 2-core CPU
 # I/O
 out_dir = 'out-shakespeare-char'
-eval_interval = 250
+eval_interval = 300
 log_interval = 10
 eval_iters = 4            # fixed batches per split at each eval
 eval_sample_steps = 32    # Euler steps of the sample printed at each eval
@@ -54,14 +54,14 @@ n_cond = 128
 dropout = 0.0             # measured: 0.1 slowed the CPU step by 25% and did not help in 20 minutes
 # AdamW optimizer, warmup then (optionally) cosine decay
 learning_rate = 2e-3
-max_iters = 4000
+max_iters = 3600
 weight_decay = 0.0
 beta1 = 0.9
 beta2 = 0.99
 grad_clip = 1.0
 warmup_iters = 100
 decay_lr = True
-lr_decay_iters = 4000
+lr_decay_iters = 3600
 min_lr = 1e-4
 ema_decay = 0.999         # the paper's 0.9999 suits 1M steps; ~1/(1 - decay) steps are averaged
 # system

@@ -86,10 +86,13 @@ def test_loss_noises_at_G_of_t_and_conditions_on_t():
     x = torch.randint(K, (B, L))
     flm.flm_loss(probe, x, table, K)
     x_g, t = seen['x_g'], seen['t']
-    g_seen = (x_g * F.one_hot(x, K)).sum(-1).mean(1)  # the clean coordinate's mean is g
-    noise = x_g - F.one_hot(x, K) * g_seen[:, None, None]
-    assert torch.allclose(g_seen, flm.G(t, table), atol=0.03)
-    assert torch.allclose(noise.std((1, 2)), 1 - flm.G(t, table), atol=0.03)
+    g = flm.G(t, table)
+    clean = F.one_hot(x, K).bool()
+    # the other K - 1 coordinates are pure noise (1 - g) eps: 16k values a sequence pin 1 - g down
+    noise_std = x_g[~clean].view(B, -1).pow(2).mean(1).sqrt()
+    assert torch.allclose(noise_std, 1 - g, atol=0.01)
+    # and the clean coordinate is g + (1 - g) eps: its mean over L tokens is g (std error <= 1/16)
+    assert torch.allclose(x_g[clean].view(B, L).mean(1), g, atol=0.25)
     # antithetic t: one per stratum [i/B, (i+1)/B)
     assert torch.equal((t.sort().values * B).floor(), torch.arange(B).float())
 
