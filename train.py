@@ -33,7 +33,7 @@ import flm
 from configurator import configure, die
 
 # -----------------------------------------------------------------------------
-# default config values: the tiny Shakespeare char FLM, ~18 minutes on a 2-core CPU
+# default config values: the tiny Shakespeare char FLM, ~16 minutes on a 2-core CPU
 # I/O
 out_dir = 'out-shakespeare-char'
 eval_interval = 300
