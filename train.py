@@ -63,6 +63,7 @@ warmup_iters = 100
 decay_lr = True
 lr_decay_iters = 3600
 min_lr = 1e-4
+t_power = 1.0             # train at t = u^t_power; 1.0 is uniform t (the paper), see README
 ema_decay = 0.999         # the paper's 0.9999 suits 1M steps; ~1/(1 - decay) steps are averaged
 # system
 device = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
@@ -325,7 +326,7 @@ try:
                 model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
             x = get_batch('train')
             with ctx:
-                loss = flm.flm_loss(model, x, table, vocab_size) / gradient_accumulation_steps
+                loss = flm.flm_loss(model, x, table, vocab_size, t_power=t_power) / gradient_accumulation_steps
             scaler.scale(loss).backward()
         if grad_clip > 0.0:
             scaler.unscale_(optimizer)

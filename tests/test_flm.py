@@ -95,6 +95,11 @@ def test_loss_noises_at_G_of_t_and_conditions_on_t():
     assert torch.allclose(x_g[clean].view(B, L).mean(1), g, atol=0.25)
     # antithetic t: one per stratum [i/B, (i+1)/B)
     assert torch.equal((t.sort().values * B).floor(), torch.arange(B).float())
+    # t_power = 2 draws t = u^2 with u stratified: more small t, the same strata in u
+    flm.flm_loss(probe, x, table, K, t_power=2.0)
+    u = seen['t'].sqrt().sort().values
+    assert torch.equal((u * B + 1e-4).floor(), torch.arange(B).float())
+    assert (seen['t'] < 0.25).float().mean() == 0.5
 
 
 def test_learnable_loss_weighting():
