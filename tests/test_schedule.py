@@ -51,7 +51,7 @@ def test_G_rises_later_for_a_larger_vocabulary():
     assert (g_large[-1] - g_large[0]) < (g_small[-1] - g_small[0])
 
 
-def test_G_is_a_device_table_lookup():
+def test_G_interpolates_the_table_linearly():
     table = flm.g_table(65)
     t = torch.rand(1000)
     # linear interpolation in the table at t * n
