@@ -107,6 +107,7 @@ def test_train_bad_input(trained, args, words):
 
 @pytest.mark.parametrize("args, words", [
     (['--steps=0'], ['steps']),
+    (['--eta=1.5'], ['eta']),
     (['--start=the cat\u00e9\u00df'], ['vocabulary']),
     (['--start=' + 'the cat ' * 5], ['longer than the block']),
     (['--out_dir=nowhere'], ['no checkpoint', 'nowhere']),
