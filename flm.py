@@ -249,8 +249,8 @@ def flm_loss(model, x, table, K, loss_weight=None, t_power=1.0):
     """The reparameterized CE loss of method.md 3 for a batch x of token ids (B, L).
     `model` may be wrapped (DDP, compile); `loss_weight(t) -> w` turns on the learnable
     weighting exp(-w(t)) * loss + w(t), whose optimum is w = log E[loss | t].
-    t_power > 1 (not in the paper) draws t = u^t_power, more often small: the
-    deterministic sampler commits at small t, where uniform t trains the denoiser least."""
+    t_power != 1 (not in the paper) draws t = u^t_power: more small t (> 1) or more
+    large t (< 1). On tiny Shakespeare both directions wrote fewer real words (README)."""
     B, L = x.shape
     t = antithetic_times(B, x.device) ** t_power
     g = G(t, table)
