@@ -3,7 +3,7 @@ nanoGPT-style configuration: a dict of plain default values, updated by
 optional config files (`config/foo.py`, plain Python assignments) and then by
 `--key=value` overrides, in the order given on the command line:
 
-    python train.py config/train_shakespeare_char.py --batch_size=32 --compile=False
+    python train.py config/distill_stage1_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt --batch_size=16
 
 An unknown key or a value of the wrong type is a one-line error that names the
 valid keys.

@@ -6,6 +6,8 @@ One file, read top to bottom in the order of the method (docs/method.md):
   2. the time reparameterization g = G(t), G the inverse of A(g)
   3. the network f_theta(x_g, t) (a DiT with rotary positions) and the CE loss
   4. the Euler sampler, with prompting by replacement
+  5. flow-map distillation: stage 1 (teacher + residual r_phi), stage 2 (one network
+     h_psi), and their few-step and one-step samplers
 plus the EMA of weights and the per-token Bayes denoiser used to measure how
 much the model uses context.
 """
@@ -13,7 +15,7 @@ much the model uses context.
 import copy
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -223,19 +225,18 @@ class FLM(nn.Module):
             c = c + self.time_embed2(t2)
         return F.silu(c)
 
-    def log_weight(self, t):
-        """w(t) of the learnable loss weighting (zero-initialised)."""
-        return self.loss_weight(self.cond(t)).squeeze(-1)
-
-    def forward(self, x_g, t, t2=None):
-        """x_g: (B, L, K) points in R^K; t: (B,) model times in [0, 1]."""
+    def forward(self, x_g, t, t2=None, with_weight=False):
+        """x_g: (B, L, K) points in R^K; t: (B,) model times in [0, 1] (and t2, a flow map's
+        second time). with_weight: also return w(t[, t2]) of the learnable loss weighting, computed
+        inside forward so that DDP sees every parameter used in the one forward call."""
         assert x_g.size(1) <= self.cfg.block_size, "sequence longer than block_size"
         c = self.cond(t, t2)
         h = self.drop(self.embed(x_g))
         for block in self.blocks:
             h = block(h, c, self.rope_cos, self.rope_sin)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
-        return self.head(modulate(self.ln_f(h), shift, scale))
+        out = self.head(modulate(self.ln_f(h), shift, scale))
+        return (out, self.loss_weight(c).squeeze(-1)) if with_weight else out
 
 
 def antithetic_times(B, device):
@@ -245,23 +246,26 @@ def antithetic_times(B, device):
     return t[torch.randperm(B, device=device)]
 
 
-def flm_loss(model, x, table, K, loss_weight=None, t_power=1.0):
+def weighted_mean(loss, w):
+    """The learnable loss weighting of method.md 3: mean of exp(-w) * loss + w over the batch.
+    Its optimum is w = log E[loss | time], so every time (or pair of times) weighs alike."""
+    return (loss if w is None else torch.exp(-w.float()) * loss + w.float()).mean()
+
+
+def flm_loss(model, x, table, K, weighted=False, t_power=1.0):
     """The reparameterized CE loss of method.md 3 for a batch x of token ids (B, L).
-    `model` may be wrapped (DDP, compile); `loss_weight(t) -> w` turns on the learnable
-    weighting exp(-w(t)) * loss + w(t), whose optimum is w = log E[loss | t].
+    `model` may be wrapped (DDP, compile); weighted: the learnable loss weighting (the
+    model needs learn_loss_weight).
     t_power != 1 (not in the paper) draws t = u^t_power: more small t (> 1) or more
     large t (< 1). On tiny Shakespeare both directions wrote fewer real words (README)."""
     B, L = x.shape
     t = antithetic_times(B, x.device) ** t_power
     g = G(t, table)
     eps = torch.randn(B, L, K, device=x.device)
-    logits = model(interpolant(x, g, eps), t)
+    x_g = interpolant(x, g, eps)
+    logits, w = model(x_g, t, with_weight=True) if weighted else (model(x_g, t), None)
     ce = F.cross_entropy(logits.flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
-    loss = ce.mean(1)  # per sequence
-    if loss_weight is not None:
-        w = loss_weight(t).float()
-        loss = torch.exp(-w) * loss + w
-    return loss.mean()
+    return weighted_mean(ce.mean(1), w)  # per sequence, then over the batch
 
 
 # -----------------------------------------------------------------------------
@@ -288,31 +292,153 @@ def refresh_noise(z, D, g, eta, generator=None):
     return g * D + (1 - g) * (math.sqrt(1 - eta ** 2) * eps_hat + eta * xi)
 
 
+def keep_known(z, x_known, known, eps_known, g):
+    """Prompting by replacement: known positions of z <- their exact interpolant at level g."""
+    return z if known is None else torch.where(known[..., None], interpolant(x_known, g, eps_known), z)
+
+
 @torch.no_grad()
 def euler_sample(denoiser, table, shape, steps, x_known=None, known=None, generator=None, device="cpu",
-                 eta=0.0):
+                 eta=0.0, flow_map=False):
     """shape = (B, L, K). x_known (B, L) ids and known (B, L) bool fix positions (a prompt).
     eta in [0, 1]: share of fresh noise after each step (0: the deterministic sampler).
-    Returns token ids (B, L)."""
+    flow_map: `denoiser` is stage 2's h_psi(z, s, t) (section 5), whose jump s -> t has this very
+    form, so each step is one jump to the next time. Returns token ids (B, L)."""
     assert steps >= 1 and 0 <= eta <= 1
     B, L, K = shape
     z = torch.randn(shape, generator=generator, device=device)
-    if known is not None:
-        eps_known = torch.randn(shape, generator=generator, device=device)
-        known = known[..., None]
+    eps_known = None if known is None else torch.randn(shape, generator=generator, device=device)
     for i in range(steps):
-        t = torch.full((B,), i / steps, device=device)
-        g, g_next = G(t, table), G(torch.full_like(t, (i + 1) / steps), table)
-        if known is not None:
-            z = torch.where(known, interpolant(x_known, g, eps_known), z)
-        logits = denoiser(z, t).float()
+        t, t_next = torch.full((B,), i / steps, device=device), torch.full((B,), (i + 1) / steps, device=device)
+        g, g_next = G(t, table), G(t_next, table)
+        z = keep_known(z, x_known, known, eps_known, g)
+        logits = (denoiser(z, t, t_next) if flow_map else denoiser(z, t)).float()
         if i == steps - 1:
             x = logits.argmax(-1)
-            return x if known is None else torch.where(known[..., 0], x_known, x)
+            return x if known is None else torch.where(known, x_known, x)
         D = torch.softmax(logits, dim=-1)
         z = z + (g_next - g)[:, None, None] * velocity(D, z, g[:, None, None])
         if eta > 0:
             z = refresh_noise(z, D, g_next[:, None, None], eta, generator)
+
+# -----------------------------------------------------------------------------
+# 5. Flow-map distillation (FMLM)
+# A flow map X_{s,t}(x) jumps from time s to time t (s < t) along the FLM's ODE in one
+# evaluation; with Delta = G(t) - G(s). Pairs (s, t) per sequence: d ~ U(0, 1), s ~ U(0, 1 - d),
+# t = s + d, and with probability 1 / boundary_prob the whole way, s = 0 and t = 1.
+#
+# Stage 1 (semigroup self-distillation): a two-time residual network r_phi(x, s, t), raw
+# outputs in R^K, corrects the frozen teacher's Euler step to second order,
+#     X_{s,t}(x) = x + Delta * v_T(x, s) + 1/2 * Delta^2 * r_phi(x, s, t),
+# and is trained so that one jump s -> t equals two half jumps s -> u -> t (u the midpoint
+# time): a flow map's semigroup property. Both sides are compared in denoiser units:
+#     pred   = x_s + (1 - g_s) / Delta * (X_{s,t}(x_s) - x_s) = D_T(x_s, s) + 1/2 Delta (1 - g_s) r_phi
+#     target = the same of the two half jumps, with no gradient through it
+# Stage 2: one network h_psi(x, s, t) with the FLM's output form,
+#     Y_{s,t}(x) = x + Delta * (softmax(h_psi(x, s, t)) - x) / (1 - g_s),
+# trained to match stage 1's X_{s,t}: one pass per jump, and with one jump, one-step text.
+
+def flow_map_times(B, device, boundary_prob):
+    """(s, u, t) of method.md 5 for B sequences: u = (s + t) / 2; the boundary (0, 1) w.p. 1/boundary_prob."""
+    d = torch.rand(B, device=device).clamp(min=1e-6)
+    s = torch.rand(B, device=device) * (1 - d)
+    boundary = torch.rand(B, device=device) < 1 / boundary_prob
+    s, d = torch.where(boundary, 0.0, s), torch.where(boundary, 1.0, d)
+    return s, s + d / 2, (s + d).clamp(max=1)
+
+
+def stage1_flow_map(D_T, r, x, g_s, g_t):
+    """X_{s,t}(x) = x + Delta v_T(x, s) + 1/2 Delta^2 r_phi(x, s, t); D_T the teacher's denoiser at (x, s)."""
+    Delta = g_t - g_s
+    return x + Delta * velocity(D_T, x, g_s) + 0.5 * Delta ** 2 * r
+
+
+def semigroup_target(x_s, g_s, g_u, g_t, D_s, r_su, D_u, r_ut):
+    """Stage 1's target: two half jumps s -> u -> t, as the average velocity vbar in denoiser units.
+    D_s = D_T(x_s, s), r_su = r_phi(x_s, s, u), and at x_u = X_{s,u}(x_s): D_u = D_T(x_u, u),
+    r_ut = r_phi(x_u, u, t). The coefficient of x_s is 0 (method.md 7c)."""
+    D1, D2 = g_u - g_s, g_t - g_u
+    v_s = velocity(D_s, x_s, g_s)
+    x_u = x_s + D1 * v_s + 0.5 * D1 ** 2 * r_su
+    v_u = velocity(D_u, x_u, g_u)
+    vbar = (D1 * (v_s + D1 / 2 * r_su) + D2 * (v_u + D2 / 2 * r_ut)) / (D1 + D2)
+    return x_s + (1 - g_s) * vbar
+
+
+def stage1_loss(student, teacher, x, table, K, boundary_prob=64, weighted=True):
+    """method.md 5, stage 1: K * mean over K of (target - pred)^2 per token, for token ids x (B, L).
+    `student` is r_phi (may be wrapped by DDP), `teacher` the frozen FLM."""
+    B, L = x.shape
+    s, u, t = flow_map_times(B, x.device, boundary_prob)
+    g_s, g_u, g_t = (G(v, table)[:, None, None] for v in (s, u, t))
+    x_s = interpolant(x, g_s[:, 0, 0], torch.randn(B, L, K, device=x.device))
+    with torch.no_grad():
+        D_s = torch.softmax(teacher(x_s, s).float(), -1)
+        r_su = student(x_s, s, u).float()
+        x_u = stage1_flow_map(D_s, r_su, x_s, g_s, g_u)
+        D_u = torch.softmax(teacher(x_u, u).float(), -1)
+        r_ut = student(x_u, u, t).float()
+        target = semigroup_target(x_s, g_s, g_u, g_t, D_s, r_su, D_u, r_ut)
+    r, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
+    pred = D_s + 0.5 * (g_t - g_s) * (1 - g_s) * r.float()
+    loss = K * (target - pred).pow(2).mean(-1)  # per token: the sum over the K coordinates
+    return weighted_mean(loss.mean(1), w)
+
+
+def flow_map_gap(D_T, r, D_psi, g_s, g_t):
+    """X_{s,t}(x) - Y_{s,t}(x) = Delta / (1 - g_s) * (D_T + 1/2 Delta (1 - g_s) r - D_psi): the x terms
+    cancel. Computed in this form, the gap of a tiny jump keeps its digits (x - x would not)."""
+    Delta = g_t - g_s
+    return Delta / (1 - g_s) * (D_T + 0.5 * Delta * (1 - g_s) * r - D_psi)
+
+
+def stage2_loss(student, teacher, residual, x, table, K, boundary_prob=128, weighted=True):
+    """method.md 5, stage 2: K * mean over K of (X_{s,t}(x_s) - Y_{s,t}(x_s))^2 per token.
+    `student` is h_psi; `teacher` and `residual` (stage 1's r_phi) are frozen."""
+    B, L = x.shape
+    s, _, t = flow_map_times(B, x.device, boundary_prob)
+    g_s, g_t = G(s, table)[:, None, None], G(t, table)[:, None, None]
+    x_s = interpolant(x, g_s[:, 0, 0], torch.randn(B, L, K, device=x.device))
+    with torch.no_grad():
+        D_T = torch.softmax(teacher(x_s, s).float(), -1)
+        r = residual(x_s, s, t).float()
+    h, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
+    loss = K * flow_map_gap(D_T, r, torch.softmax(h.float(), -1), g_s, g_t).pow(2).mean(-1)
+    return weighted_mean(loss.mean(1), w)
+
+
+def flow_map_student(teacher, stage):
+    """A two-time student made from an FLM teacher (with the learnable loss weighting):
+    stage 1's r_phi has a zeroed output layer (r = 0: X is the teacher's Euler step);
+    stage 2's h_psi keeps the teacher's, and starts as the teacher's denoiser."""
+    student = FLM(replace(teacher.cfg, two_times=True, learn_loss_weight=True))
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    # the second time embedding and w stay zero-initialised; nothing else may be missing
+    assert all(k.startswith(("time_embed2.", "loss_weight.")) for k in missing), missing
+    assert all(k.startswith("loss_weight.") for k in unexpected), unexpected
+    if stage == 1:
+        nn.init.zeros_(student.head.weight)
+        nn.init.zeros_(student.head.bias)
+    return student.to(next(teacher.parameters()).device)
+
+
+@torch.no_grad()
+def stage1_sample(teacher, residual, table, shape, steps, x_known=None, known=None, generator=None,
+                  device="cpu"):
+    """Stage 1's sampler: z <- X_{t_i, t_i+1}(z), two passes (teacher and r_phi) per step; the
+    answer is argmax of the last state. Prompting by replacement as in euler_sample."""
+    assert steps >= 1
+    B, L, K = shape
+    z = torch.randn(shape, generator=generator, device=device)
+    eps_known = None if known is None else torch.randn(shape, generator=generator, device=device)
+    for i in range(steps):
+        s, t = torch.full((B,), i / steps, device=device), torch.full((B,), (i + 1) / steps, device=device)
+        g_s, g_t = G(s, table)[:, None, None], G(t, table)[:, None, None]
+        z = keep_known(z, x_known, known, eps_known, g_s[:, 0, 0])
+        D_T = torch.softmax(teacher(z, s).float(), -1)
+        z = stage1_flow_map(D_T, residual(z, s, t).float(), z, g_s, g_t)
+    x = z.argmax(-1)
+    return x if known is None else torch.where(known, x_known, x)
 
 # -----------------------------------------------------------------------------
 # EMA of weights, and the per-token Bayes denoiser (the no-context baseline)

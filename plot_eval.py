@@ -1,8 +1,11 @@
 """
-Plot a run's evaluations (out_dir/eval_log.jsonl, written by train.py): the
-context gain and the validation CE at each t of the eval grid, against iterations.
+Plot a run's evaluations (out_dir/eval_log.jsonl, written by train.py) against iterations.
+An FLM run: the context gain and the validation CE at each t of the eval grid.
+A distillation run: the 1- and 4-step samplers' valid words and unigram entropy, with the
+teacher's many-step sampler and real text as reference lines.
 
 $ python plot_eval.py --out_dir=out-shakespeare-char --png=assets/context_gain.png
+$ python plot_eval.py --out_dir=out-shakespeare-char-fm2 --png=assets/distill.png
 """
 import json
 import os
@@ -25,6 +28,29 @@ with open(log_path) as f:
 rows = [records[i] for i in sorted(records)]
 iters = [r['iter'] for r in rows]
 
+
+
+def save(fig):
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(config['png']) or '.', exist_ok=True)
+    fig.savefig(config['png'], dpi=120)
+    print(f"wrote {config['png']}")
+
+
+if rows[0].get('kind', 'flm') != 'flm':
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, label in zip(axes, ('valid_words', 'entropy'), ('valid-word fraction', 'unigram entropy (nats)')):
+        if key not in rows[0]['teacher']:
+            die(f"{log_path} has no {key} figures (they need character data)")
+        for name in ('1 step', '4 step'):
+            ax.plot(iters, [r[name][key] for r in rows], 'o-', label=f"{rows[0]['kind']}, {name}")
+        ax.axhline(rows[0]['teacher'][key], color='C2', ls='--', label='FLM teacher, many steps')
+        ax.axhline(rows[0]['reference'][key], color='gray', ls=':', label='real text')
+        ax.set(xlabel='iteration', title=label)
+    axes[0].legend(fontsize=8)
+    save(fig)
+    sys.exit(0)
+
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
 ax1.plot(iters[1:], [r['val']['gain'] for r in rows[1:]], label='val')
 ax1.plot(iters[1:], [r['train']['gain'] for r in rows[1:]], '--', label='train')
@@ -35,7 +61,4 @@ for j, t in enumerate(rows[0]['eval_t']):
     ax2.plot(iters[1:], [r['val']['ce_t'][j] for r in rows[1:]], label=f't = {t}')
 ax2.set(xlabel='iteration', ylabel='nats', title='validation CE by model time t (EMA weights)')
 ax2.legend(fontsize=8)
-fig.tight_layout()
-os.makedirs(os.path.dirname(config['png']) or '.', exist_ok=True)
-fig.savefig(config['png'], dpi=120)
-print(f"wrote {config['png']}")
+save(fig)

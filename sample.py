@@ -1,10 +1,14 @@
 """
-Sample from a trained FLM with the Euler sampler (flm.euler_sample). By default it
-redraws a share of the noise after each step (--eta, not in the paper; README,
-Sampling): --eta=0 is the paper's deterministic sampler.
+Sample from a checkpoint of any kind train.py writes, with that kind's sampler:
+- an FLM ('flm'): the Euler sampler (flm.euler_sample), 64 steps by default. By default it
+  redraws a share of the noise after each step (--eta, not in the paper; README, Sampling):
+  --eta=0 is the paper's deterministic sampler;
+- a stage-1 flow map ('flowmap-1'): teacher + residual, two passes per step (flm.stage1_sample);
+- a stage-2 flow map ('flowmap-2'): one pass per step; one step by default: one-step text.
 
 $ python sample.py                                   # out-shakespeare-char/ckpt.pt, 64 steps
 $ python sample.py --steps=8 --num_samples=4 --start="ROMEO:"
+$ python sample.py --out_dir=out-shakespeare-char-fm2          # one step
 $ python sample.py --ckpt=path/to/ckpt.pt --start=FILE:prompt.txt --out=samples.json
 """
 
@@ -23,9 +27,10 @@ from configurator import configure, die
 # -----------------------------------------------------------------------------
 out_dir = 'out-shakespeare-char'  # reads out_dir/ckpt.pt ...
 ckpt = ''                 # ... or this path
-steps = 64                # Euler steps (network passes)
-eta = 0.6                 # share of fresh noise after each step (flm.euler_sample); 0: the paper's
-                          # deterministic sampler; 0.6 writes the most real words at 64 steps (README)
+steps = 0                 # sampler steps; 0: the kind's default, 64 for an FLM, 1 for a flow map
+eta = -1.0                # share of fresh noise after each step (flm.euler_sample); 0: the paper's
+                          # deterministic sampler; -1: the kind's default, 0.6 for an FLM (the most
+                          # real words at 64 steps, README), 0 for a flow map
 num_samples = 8
 batch_size = 16           # samples generated at once
 start = ''                # prompt text at the start of every sample, or FILE:path
@@ -39,11 +44,13 @@ dtype = 'auto'
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
 config = configure({k: globals()[k] for k in config_keys}, sys.argv[1:])
 globals().update(config)
-for key in ('steps', 'num_samples', 'batch_size'):
+for key in ('num_samples', 'batch_size'):
     if config[key] <= 0:
         die(f"--{key} must be > 0, got {config[key]}")
-if not 0 <= eta <= 1:
-    die(f"--eta must be in [0, 1], got {eta}")
+if steps < 0:
+    die(f"--steps must be >= 0 (0: the checkpoint kind's default), got {steps}")
+if not (0 <= eta <= 1 or eta == -1):
+    die(f"--eta must be in [0, 1] (or -1: the checkpoint kind's default), got {eta}")
 if start.startswith('FILE:'):
     try:
         with open(start[5:], 'r', encoding='utf-8') as f:
@@ -67,12 +74,23 @@ if not os.path.isfile(ckpt_path):
     die(f"no checkpoint at {ckpt_path}; train one with python train.py (or pass --ckpt=path)")
 try:
     checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
+    kind = checkpoint.get('kind', 'flm')
     model = flm.FLM(flm.FLMConfig(**checkpoint['model_args']))
     model.load_state_dict(checkpoint['ema' if ema else 'model'])
+    if kind == 'flowmap-1':  # its sampler needs the teacher too: the checkpoint carries its weights
+        teacher = flm.FLM(flm.FLMConfig(**checkpoint['teachers']['flm']['model_args']))
+        teacher.load_state_dict(checkpoint['teacher_weights'])
+        teacher.eval().to(device)
 except Exception as e:
     die(f"cannot load {ckpt_path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+if kind not in ('flm', 'flowmap-1', 'flowmap-2'):
+    die(f"{ckpt_path} is a '{kind}' checkpoint; this sample.py knows flm, flowmap-1, flowmap-2")
 model.eval().to(device)
 meta, L, K = checkpoint['meta'], model.cfg.block_size, model.cfg.vocab_size
+steps = steps or (64 if kind == 'flm' else 1)
+eta = eta if eta >= 0 else (0.6 if kind == 'flm' else 0.0)
+if kind == 'flowmap-1' and eta > 0:
+    die("--eta: the stage-1 sampler has no fresh-noise option (its state is not a denoiser's estimate); use --eta=0")
 
 if 'stoi' in meta:
     stoi, itos = meta['stoi'], meta['itos']
@@ -100,8 +118,12 @@ for i in range(0, num_samples, batch_size):
     known = torch.zeros(B, L, dtype=torch.bool, device=device)
     known[:, :len(prompt)] = True
     with ctx:
-        x = flm.euler_sample(model, table, (B, L, K), steps, x_known, known, generator=generator,
-                             device=device, eta=eta)
+        if kind == 'flowmap-1':
+            x = flm.stage1_sample(teacher, model, table, (B, L, K), steps, x_known, known, generator=generator,
+                                  device=device)
+        else:  # a stage-2 flow map's jump has the Euler step's form (method.md 5)
+            x = flm.euler_sample(model, table, (B, L, K), steps, x_known, known, generator=generator,
+                                 device=device, eta=eta, flow_map=kind == 'flowmap-2')
     samples_ids += x.tolist()
 if device_type == 'cuda':
     torch.cuda.synchronize()
@@ -110,9 +132,10 @@ samples = [decode(ids) for ids in samples_ids]
 for s in samples:
     print(s)
     print('---------------')
-print(f"{seconds:.3f} s per sample ({steps} steps, eta {eta:g}, {num_samples} samples, {device})")
+print(f"{seconds:.3f} s per sample ({kind}, {steps} steps, eta {eta:g}, {num_samples} samples, {device})")
 
-result = {'samples': samples, 'settings': {**config, 'start': start, 'ckpt': ckpt_path},
+result = {'samples': samples, 'settings': {**config, 'steps': steps, 'eta': eta, 'start': start, 'ckpt': ckpt_path,
+                                          'kind': kind},
           'seconds_per_sample': seconds}
 if stats and 'itos' in meta:
     dataset = checkpoint['config']['dataset']
@@ -121,7 +144,7 @@ if stats and 'itos' in meta:
         words, reference = textstats.char_data_stats(data_dir, itos, L)
         figures = {'valid_words': textstats.valid_word_fraction(samples, words),
                    'entropy': textstats.mean_unigram_entropy(samples_ids)}
-        print(textstats.report(f"{steps} steps, eta {eta:g}", figures, reference))
+        print(textstats.report(f"{kind}, {steps} steps, eta {eta:g}", figures, reference))
         result['stats'], result['reference'] = figures, reference
 if out:
     with open(out, 'w', encoding='utf-8') as f:

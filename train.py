@@ -1,9 +1,14 @@
 """
-Train a flow-based language model (FLM).
+Train a flow-based language model (FLM), or distil one into a flow map (FMLM).
 
 On one CPU or GPU (with no arguments: the tiny Shakespeare char model):
 $ python train.py
-$ python train.py config/train_shakespeare_char.py --batch_size=32 --max_iters=1000
+$ python train.py --batch_size=64 --max_iters=1000
+
+Distil a trained FLM into a one-step flow map, in two stages (method.md 5):
+$ python train.py config/distill_stage1_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
+$ python train.py config/distill_stage2_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt \
+      --stage1=out-shakespeare-char-fm1/ckpt.pt
 
 With DDP on 4 GPUs of one node:
 $ torchrun --standalone --nproc_per_node=4 train.py config/train_owt.py
@@ -12,6 +17,7 @@ Resume a run exactly where its checkpoint left it:
 $ python train.py --init_from=resume --out_dir=out-shakespeare-char
 """
 
+import hashlib
 import json
 import math
 import os
@@ -30,6 +36,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import flm
+import textstats
 from configurator import configure, die
 
 # -----------------------------------------------------------------------------
@@ -65,6 +72,14 @@ lr_decay_iters = 3600
 min_lr = 1e-4
 t_power = 1.0             # train at t = u^t_power; 1.0 is uniform t (the paper), see README
 ema_decay = 0.999         # the paper's 0.9999 suits 1M steps; ~1/(1 - decay) steps are averaged
+# flow-map distillation (FMLM, method.md 5) of a trained FLM; presets in config/distill_*.py
+distill = ''              # '' trains an FLM; 'stage1' or 'stage2' distils one
+teacher = ''              # the FLM checkpoint to distil (both stages)
+stage1 = ''               # stage 2: the stage-1 checkpoint whose flow map is the target
+boundary_prob = 0         # the whole jump s=0, t=1 is drawn w.p. 1/boundary_prob; 0: the paper's, 64 / 128
+loss_weighting = True     # distillation: the learnable loss weighting (method.md 3)
+eval_samples = 32         # distillation evals: fixed-noise samples per sampler
+eval_ref_steps = 64       # ... compared with the teacher's Euler sampler at this many steps
 # system
 device = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'            # 'auto', 'float32', 'bfloat16', 'float16'
@@ -77,15 +92,26 @@ config = configure({k: globals()[k] for k in config_keys}, sys.argv[1:])
 globals().update(config)
 if init_from not in ('scratch', 'resume'):
     die(f"--init_from must be 'scratch' or 'resume', got '{init_from}'")
+if distill not in ('', 'stage1', 'stage2'):
+    die(f"--distill must be '', 'stage1' or 'stage2', got '{distill}'")
+if boundary_prob == 0:
+    boundary_prob = {'stage1': 64, 'stage2': 128}.get(distill, 0)
+elif boundary_prob < 1:
+    die(f"--boundary_prob must be >= 1 (the boundary's probability is 1/boundary_prob), got {boundary_prob}")
 if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
     die(f"--dtype must be one of auto, float32, bfloat16, float16; got '{dtype}'")
 for key in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters',
-            'eval_sample_steps', 'gradient_accumulation_steps'):
+            'eval_sample_steps', 'gradient_accumulation_steps', 'eval_samples', 'eval_ref_steps'):
     if config[key] <= 0:
         die(f"--{key} must be > 0, got {config[key]}")
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'resume' and not os.path.isfile(ckpt_path):
     die(f"--init_from=resume: no checkpoint at {ckpt_path}")
+if init_from == 'scratch' and distill == 'stage1' and not teacher:
+    die("--distill=stage1 needs --teacher=path/to/the/flm/ckpt.pt")
+if init_from == 'scratch' and distill == 'stage2' and not stage1:
+    die("--distill=stage2 needs --stage1=path/to/the/stage1/ckpt.pt (train it with --distill=stage1)")
+kind = {'': 'flm', 'stage1': 'flowmap-1', 'stage2': 'flowmap-2'}[distill]  # recorded in the checkpoint
 
 # -----------------------------------------------------------------------------
 # devices, DDP
@@ -176,24 +202,94 @@ def decode(ids):
 
 # -----------------------------------------------------------------------------
 # model, optimizer, EMA
+def load_checkpoint(path, flag):
+    """flag: the option that named the file, for the error messages."""
+    if not os.path.isfile(path):
+        die(f"{flag}: no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        die(f"{flag}: cannot load {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def check_fits(ckpt, path, what, want_kind):
+    """A checkpoint this run reads must have the right kind, vocabulary and block size."""
+    got_kind, args = ckpt.get('kind', 'flm'), ckpt['model_args']
+    if got_kind != want_kind:
+        die(f"{path} is a '{got_kind}' checkpoint; {what} must be a '{want_kind}' checkpoint")
+    if args['vocab_size'] != vocab_size or args['block_size'] != block_size:
+        die(f"{what} {path} has vocab_size={args['vocab_size']}, block_size={args['block_size']}; "
+            f"this run has {vocab_size}, {block_size}")
+
+
+def fingerprint(state_dict):
+    """A hash of a network's weights: which teacher a flow map was distilled from."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(state_dict[k].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def frozen(model_args, state_dict):
+    net = flm.FLM(flm.FLMConfig(**model_args)).to(device)
+    net.load_state_dict(state_dict)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
 model_args = dict(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
                   n_embd=n_embd, n_cond=n_cond, dropout=dropout)
 iter_num, checkpoint = 0, None
 if init_from == 'resume':
-    try:
-        checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model_args = checkpoint['model_args']
-    except Exception as e:
-        die(f"cannot resume from {ckpt_path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    if model_args['vocab_size'] != vocab_size or model_args['block_size'] != block_size:
-        die(f"{ckpt_path} was trained with vocab_size={model_args['vocab_size']}, block_size="
-            f"{model_args['block_size']}; this run has {vocab_size}, {block_size}")
-    iter_num = checkpoint['iter_num']
-model = flm.FLM(flm.FLMConfig(**model_args)).to(device)
+    checkpoint = load_checkpoint(ckpt_path, '--init_from=resume')
+    check_fits(checkpoint, ckpt_path, f"--init_from=resume with --distill='{distill}'", kind)
+    model_args, iter_num = checkpoint['model_args'], checkpoint['iter_num']
+
+# distillation's frozen networks, all from EMA weights: stage 1 reads the FLM teacher, stage 2 the
+# teacher and stage 1's r_phi. A stage-1 checkpoint carries its teacher's weights (its sampler
+# needs them), so stage 2 takes both from it; --teacher is then checked against that copy.
+teacher_net = residual_net = teacher_weights = None
+teachers = {}  # kind -> path, model_args and weights fingerprint of each frozen network
+if distill == 'stage1':
+    if checkpoint is not None:  # resume: the teacher copy in the checkpoint
+        teachers, teacher_weights = checkpoint['teachers'], checkpoint['teacher_weights']
+    else:
+        T = load_checkpoint(teacher, '--teacher')
+        check_fits(T, teacher, '--teacher', 'flm')
+        teacher_weights = T['ema']
+        teachers = {'flm': {'path': teacher, 'model_args': T['model_args'], 'fingerprint': fingerprint(T['ema'])}}
+elif distill == 'stage2':
+    stage1 = stage1 or checkpoint['teachers']['flowmap-1']['path']
+    S = load_checkpoint(stage1, '--stage1')
+    check_fits(S, stage1, '--stage1', 'flowmap-1')
+    teacher_weights = S['teacher_weights']
+    teachers = {'flm': S['teachers']['flm'],
+                'flowmap-1': {'path': stage1, 'model_args': S['model_args'], 'fingerprint': fingerprint(S['ema'])}}
+    if checkpoint is not None and checkpoint['teachers']['flowmap-1']['fingerprint'] != teachers['flowmap-1']['fingerprint']:
+        die(f"{stage1} is not the stage-1 checkpoint this run started from "
+            f"({checkpoint['teachers']['flowmap-1']['path']}, since trained further or replaced)")
+    residual_net = frozen(S['model_args'], S['ema'])
+    S = None
+if distill and teacher and not (distill == 'stage1' and checkpoint is None):
+    T = load_checkpoint(teacher, '--teacher')
+    check_fits(T, teacher, '--teacher', 'flm')
+    if fingerprint(T['ema']) != teachers['flm']['fingerprint']:
+        die(f"{teacher} is not the teacher of this distillation (it was distilled from {teachers['flm']['path']})")
+T = None
+if distill:
+    teacher_net = frozen(teachers['flm']['model_args'], teacher_weights)
+    model = flm.flow_map_student(teacher_net, 1 if distill == 'stage1' else 2)
+    model_args = asdict(model.cfg)
+else:
+    model = flm.FLM(flm.FLMConfig(**model_args)).to(device)
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
 if master_process:
-    print(f"FLM with {model.num_params() / 1e6:.2f}M parameters")
+    what = {'flm': 'FLM', 'flowmap-1': 'stage-1 flow map (residual r_phi)', 'flowmap-2': 'stage-2 flow map (h_psi)'}[kind]
+    print(f"{what} with {model.num_params() / 1e6:.2f}M parameters"
+          + (f", distilled from {teachers['flm']['path']}" if distill else ""))
 table = flm.g_table(vocab_size, device)  # G(t), on the device: no host sync in the step
 
 optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(beta1, beta2),
@@ -263,28 +359,64 @@ def evaluate(net):
 
 
 @torch.no_grad()
-def sample_text(net, steps):
+def generate(net, net_kind, steps, n):
+    """n samples (ids, n x L) from the same noise at every call: kind's sampler, deterministic."""
     gen = torch.Generator(device=device).manual_seed(seed)
+    shape = (n, block_size, vocab_size)
     with ctx:
-        x = flm.euler_sample(net, table, (1, block_size, vocab_size), steps, generator=gen, device=device)
-    return decode(x[0].tolist())
+        if net_kind == 'flowmap-1':
+            return flm.stage1_sample(teacher_net, net, table, shape, steps, generator=gen, device=device)
+        return flm.euler_sample(net, table, shape, steps, generator=gen, device=device,
+                                flow_map=net_kind == 'flowmap-2')
+
+
+# distillation evals: the flow map's 1- and 4-step samples against the teacher's many-step ones,
+# from the same noise: valid words (character data), unigram entropy, and agreement (the share
+# of positions where the two texts have the same token: 1 would be a perfect flow map)
+if distill and master_process:
+    words, reference = (textstats.char_data_stats(data_dir, meta['itos'], block_size)
+                        if 'itos' in meta else (None, None))
+    teacher_ids = generate(teacher_net, 'flm', eval_ref_steps, eval_samples)
+
+
+def sample_figures(ids):
+    out = {'entropy': textstats.mean_unigram_entropy(ids.tolist()),
+           'agreement': (ids == teacher_ids).float().mean().item()}
+    if words is not None:
+        out['valid_words'] = textstats.valid_word_fraction([decode(s) for s in ids.tolist()], words)
+    return out
+
+
+def figures_text(f):
+    vw = f"valid words {100 * f['valid_words']:.1f}%, " if 'valid_words' in f else ''
+    return f"{vw}entropy {f['entropy']:.3f}, agreement {100 * f['agreement']:.1f}%"
+
+
+def evaluate_flow_map(net):
+    out = {'teacher': sample_figures(teacher_ids), 'reference': reference}
+    for steps in (1, 4):
+        out[f'{steps} step'] = sample_figures(generate(net, kind, steps, eval_samples))
+    return out
 
 
 def save_checkpoint():
     # every rank's RNG state (so that a resumed run continues exactly); only rank 0 writes
     state = {'cpu': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
-    fingerprint = sum(p.double().abs().sum() for p in raw_model.parameters()).item()
+    weight_sum = sum(p.double().abs().sum() for p in raw_model.parameters()).item()
     if ddp:
         gathered = [None] * world_size
-        dist.all_gather_object(gathered, (state, fingerprint))
-        states, fingerprints = [s for s, _ in gathered], [f for _, f in gathered]
+        dist.all_gather_object(gathered, (state, weight_sum))
+        states, weight_sums = [s for s, _ in gathered], [f for _, f in gathered]
     else:
-        states, fingerprints = [state], [fingerprint]
+        states, weight_sums = [state], [weight_sum]
     if not master_process:
         return
-    ckpt = {'kind': 'flm', 'model': raw_model.state_dict(), 'ema': ema.state_dict(),
+    ckpt = {'kind': kind, 'model': raw_model.state_dict(), 'ema': ema.state_dict(),
             'optimizer': optimizer.state_dict(), 'model_args': model_args, 'iter_num': iter_num,
-            'config': config, 'meta': meta, 'rng': states, 'weight_fingerprints': fingerprints}
+            'config': config, 'meta': meta, 'rng': states, 'weight_fingerprints': weight_sums,
+            'teachers': teachers}
+    if kind == 'flowmap-1':
+        ckpt['teacher_weights'] = teacher_weights
     os.makedirs(out_dir, exist_ok=True)
     torch.save(ckpt, ckpt_path + '.tmp')
     os.replace(ckpt_path + '.tmp', ckpt_path)  # atomic: an interrupted save leaves the old file
@@ -302,16 +434,23 @@ saved_at = -1
 try:
     while True:
         if iter_num % eval_interval == 0 or iter_num == max_iters:
-            if master_process:
+            if master_process and not distill:
                 ev = evaluate(ema)
                 tr, va = ev['train'], ev['val']
                 print(f"eval {iter_num}: train ce {tr['ce']:.4f}, val ce {va['ce']:.4f} "
                       f"(t={', '.join(f'{t}:{c:.3f}' for t, c in zip(eval_t, va['ce_t']))}), "
                       f"context gain {va['gain']:.4f} (train {tr['gain']:.4f})")
-                print(f"sample ({eval_sample_steps} steps): {sample_text(ema, eval_sample_steps)[:200]!r}")
+                print(f"sample ({eval_sample_steps} steps): {decode(generate(ema, kind, eval_sample_steps, 1)[0].tolist())[:200]!r}")
+                ev = {'eval_t': eval_t, **ev}
+            elif master_process:
+                ev = evaluate_flow_map(ema)
+                print(f"eval {iter_num}: " + " | ".join(f"{name}: {figures_text(ev[name])}" for name in ('1 step', '4 step'))
+                      + f" | FLM at {eval_ref_steps} steps: {figures_text(ev['teacher'])}")
+                print(f"sample (1 step): {decode(generate(ema, kind, 1, 1)[0].tolist())[:200]!r}")
+            if master_process:
                 os.makedirs(out_dir, exist_ok=True)
                 with open(os.path.join(out_dir, 'eval_log.jsonl'), 'a') as f:  # for plot_eval.py
-                    f.write(json.dumps({'iter': iter_num, 'eval_t': eval_t, **ev}) + '\n')
+                    f.write(json.dumps({'iter': iter_num, 'kind': kind, **ev}) + '\n')
             save_checkpoint()
             saved_at = iter_num
             t0 = time.time()  # do not count the eval in the next step's time
@@ -326,7 +465,14 @@ try:
                 model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
             x = get_batch('train')
             with ctx:
-                loss = flm.flm_loss(model, x, table, vocab_size, t_power=t_power) / gradient_accumulation_steps
+                if distill == 'stage1':
+                    loss = flm.stage1_loss(model, teacher_net, x, table, vocab_size, boundary_prob, loss_weighting)
+                elif distill == 'stage2':
+                    loss = flm.stage2_loss(model, teacher_net, residual_net, x, table, vocab_size, boundary_prob,
+                                           loss_weighting)
+                else:
+                    loss = flm.flm_loss(model, x, table, vocab_size, t_power=t_power)
+                loss = loss / gradient_accumulation_steps
             scaler.scale(loss).backward()
         if grad_clip > 0.0:
             scaler.unscale_(optimizer)

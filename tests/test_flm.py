@@ -109,17 +109,17 @@ def test_learnable_loss_weighting():
     torch.manual_seed(1)
     plain = flm.flm_loss(model, x, table, 11)
     torch.manual_seed(1)
-    weighted = flm.flm_loss(model, x, table, 11, loss_weight=model.log_weight)
+    weighted = flm.flm_loss(model, x, table, 11, weighted=True)
     assert torch.allclose(plain, weighted)  # w = 0 at init
     # exp(-w) * loss + w is minimised at w = log(loss): train w alone and see
     opt = torch.optim.Adam(model.loss_weight.parameters(), lr=0.05)
     for _ in range(300):
         torch.manual_seed(2)
-        loss = flm.flm_loss(model, x, table, 11, loss_weight=model.log_weight)
+        loss = flm.flm_loss(model, x, table, 11, weighted=True)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    w = model.log_weight(torch.rand(16))
+    _, w = model(torch.randn(16, 16, 11), torch.rand(16), with_weight=True)
     assert torch.allclose(w, torch.full_like(w, math.log(math.log(11))), atol=0.05)
 
 

@@ -20,7 +20,7 @@ def train(cwd, *args, **kw):
 
 
 def losses(stdout):
-    return {int(i): l for i, l in re.findall(r"^iter (\d+): loss ([0-9.]+)", stdout, re.M)}
+    return {int(i): l for i, l in re.findall(r"^iter (\d+): loss (-?[0-9.]+)", stdout, re.M)}
 
 
 def digest(path):
@@ -106,7 +106,7 @@ def test_train_bad_input(trained, args, words):
 
 
 @pytest.mark.parametrize("args, words", [
-    (['--steps=0'], ['steps']),
+    (['--steps=-1'], ['steps']),
     (['--eta=1.5'], ['eta']),
     (['--start=the cat\u00e9\u00df'], ['vocabulary']),
     (['--start=' + 'the cat ' * 5], ['longer than the block']),
@@ -126,7 +126,7 @@ def test_corrupt_checkpoint(trained, char_dataset):
     (cwd / 'bad' / 'ckpt.pt').write_bytes(b'not a checkpoint')
     assert_one_line_error(run_script('sample.py', '--out_dir=bad', cwd=cwd), 'cannot load')
     r = train(cwd, f'--dataset={char_dataset}', '--out_dir=bad', '--init_from=resume')
-    assert_one_line_error(r, 'cannot resume')
+    assert_one_line_error(r, 'cannot load')
     assert (cwd / 'bad' / 'ckpt.pt').read_bytes() == b'not a checkpoint'
     assert_one_line_error(train(cwd, f'--dataset={char_dataset}', '--out_dir=empty', '--init_from=resume'),
                           'no checkpoint')
@@ -149,3 +149,95 @@ def test_ddp_two_processes_on_cpu(tmp_path, char_dataset):
     assert abs(ckpt['weight_fingerprints'][0] - saved) < 1e-9 * saved
     # the ranks drew different batches: their RNG streams differ
     assert not torch.equal(ckpt['rng'][0]['cpu'], ckpt['rng'][1]['cpu'])
+
+
+# -----------------------------------------------------------------------------
+# flow-map distillation (both stages) from the tiny FLM above
+
+DISTILL = ['--eval_interval=2', '--eval_samples=4', '--eval_ref_steps=4', '--max_iters=4', '--lr_decay_iters=4']
+
+
+@pytest.fixture(scope="module")
+def distilled(trained, char_dataset):
+    """Stage 1 and stage 2 from full/ckpt.pt, each run 4 iterations straight and 2 + 2 resumed."""
+    cwd, *_ = trained
+    common = [f'--dataset={char_dataset}', *DISTILL]
+    runs = {
+        's1': train(cwd, *common, '--distill=stage1', '--teacher=full/ckpt.pt', '--out_dir=fm1'),
+        's1_first': train(cwd, *common, '--distill=stage1', '--teacher=full/ckpt.pt', '--out_dir=fm1_split',
+                          '--max_iters=2'),
+        # a resumed stage 1 reads its teacher from its own checkpoint
+        's1_resumed': train(cwd, *common, '--distill=stage1', '--out_dir=fm1_split', '--init_from=resume'),
+        's2': train(cwd, *common, '--distill=stage2', '--teacher=full/ckpt.pt', '--stage1=fm1/ckpt.pt',
+                    '--out_dir=fm2'),
+        's2_first': train(cwd, *common, '--distill=stage2', '--stage1=fm1/ckpt.pt', '--out_dir=fm2_split',
+                          '--max_iters=2'),
+        # a resumed stage 2 finds its stage-1 checkpoint where it was
+        's2_resumed': train(cwd, *common, '--distill=stage2', '--out_dir=fm2_split', '--init_from=resume'),
+        # another FLM with the same shape: not the teacher of fm1
+        'other': train(cwd, f'--dataset={char_dataset}', '--max_iters=2', '--seed=7', '--out_dir=other'),
+    }
+    for name, r in runs.items():
+        assert r.returncode == 0, (name, r.stderr[-3000:])
+    return cwd, runs
+
+
+def test_distillation_logs_checkpoints_and_resumes_exactly(distilled):
+    cwd, runs = distilled
+    for stage, kind in (('s1', 'flowmap-1'), ('s2', 'flowmap-2')):
+        out = runs[stage].stdout
+        assert sorted(losses(out)) == [1, 2, 3, 4]
+        assert re.search(r"eval 2: 1 step: valid words [0-9.]+%, entropy [0-9.]+, agreement [0-9.]+% \| 4 step: "
+                         r".* \| FLM at 4 steps: valid words", out), out
+        after = losses(runs[stage + '_resumed'].stdout)
+        assert sorted(after) == [3, 4] and after == {i: losses(out)[i] for i in (3, 4)}
+        ckpt = torch.load(cwd / f'fm{stage[1]}' / 'ckpt.pt', weights_only=True)
+        assert ckpt['kind'] == kind and ckpt['model_args']['two_times'] and ckpt['teachers']['flm']['path'] == 'full/ckpt.pt'
+        evals = [json.loads(line) for line in open(cwd / f'fm{stage[1]}' / 'eval_log.jsonl')]
+        assert [e['iter'] for e in evals] == [0, 2, 4] and all(e['kind'] == kind for e in evals)
+    fm1 = torch.load(cwd / 'fm1' / 'ckpt.pt', weights_only=True)
+    teacher = torch.load(cwd / 'full' / 'ckpt.pt', weights_only=True)
+    # stage 1 carries its teacher's EMA weights (its sampler needs them); stage 2 names both teachers
+    assert all(torch.equal(fm1['teacher_weights'][k], teacher['ema'][k]) for k in teacher['ema'])
+    fm2 = torch.load(cwd / 'fm2' / 'ckpt.pt', weights_only=True)
+    assert fm2['teachers']['flowmap-1']['path'] == 'fm1/ckpt.pt' and 'teacher_weights' not in fm2
+    r = run_script('plot_eval.py', '--out_dir=fm2', '--png=fm2.png', cwd=cwd)
+    assert r.returncode == 0 and os.path.getsize(cwd / 'fm2.png') > 0, r.stderr
+
+
+def test_sample_picks_the_checkpoints_sampler(distilled):
+    cwd, _ = distilled
+    for folder, kind, steps in (('fm2', 'flowmap-2', 1), ('fm1', 'flowmap-1', 1), ('full', 'flm', 64)):
+        r = run_script('sample.py', f'--out_dir={folder}', '--num_samples=2', '--out=k.json', cwd=cwd)
+        assert r.returncode == 0, r.stderr
+        settings = json.load(open(cwd / 'k.json'))['settings']
+        assert (settings['kind'], settings['steps']) == (kind, steps)  # the kind's default step count
+    for folder in ('fm1', 'fm2'):
+        r = run_script('sample.py', f'--out_dir={folder}', '--steps=4', '--num_samples=3', '--start=the cat',
+                       '--out=p.json', cwd=cwd)
+        assert r.returncode == 0, r.stderr
+        assert "4 steps" in r.stdout
+        assert all(s.startswith('the cat') and len(s) == 32 for s in json.load(open(cwd / 'p.json'))['samples'])
+    assert_one_line_error(run_script('sample.py', '--out_dir=fm1', '--eta=0.5', cwd=cwd), 'eta', 'stage-1')
+
+
+@pytest.mark.parametrize("args, words", [
+    (['--distill=stage1'], ['needs --teacher']),
+    (['--distill=stage3'], ['--distill', 'stage1', 'stage2']),
+    (['--distill=stage1', '--teacher=nowhere/ckpt.pt'], ['--teacher', 'no checkpoint']),
+    (['--distill=stage1', '--teacher=fm1/ckpt.pt'], ["'flowmap-1' checkpoint", "'flm'"]),
+    (['--distill=stage1', '--teacher=full/ckpt.pt', '--block_size=16'], ['block_size=32', '16']),
+    (['--distill=stage2', '--teacher=full/ckpt.pt'], ['needs --stage1']),
+    (['--distill=stage2', '--teacher=full/ckpt.pt', '--stage1=full/ckpt.pt'], ["'flm' checkpoint", '--stage1']),
+    (['--distill=stage2', '--teacher=other/ckpt.pt', '--stage1=fm1/ckpt.pt'], ['not the teacher', 'full/ckpt.pt']),
+    (['--distill=stage1', '--teacher=full/ckpt.pt', 'VOCAB'], ['vocab_size=', 'this run has 4']),
+])
+def test_distillation_refuses_a_wrong_teacher(distilled, char_dataset, args, words):
+    cwd, _ = distilled
+    if args[-1] == 'VOCAB':  # a dataset with another vocabulary
+        from conftest import write_char_dataset
+        args = args[:-1] + [f"--dataset={write_char_dataset(str(cwd / 'abc'), 'abc ' * 200)}"]
+    else:
+        args = [f'--dataset={char_dataset}', *args]
+    assert_one_line_error(train(cwd, *args, '--out_dir=refused'), *words)
+    assert not os.path.exists(cwd / 'refused')  # refused before any training

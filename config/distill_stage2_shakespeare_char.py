@@ -1,0 +1,15 @@
+# Stage 2 of flow-map distillation (method.md 5): one network, one pass per jump, ~6 minutes
+# on 2 CPU cores:
+# python train.py config/distill_stage2_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt \
+#     --stage1=out-shakespeare-char-fm1/ckpt.pt
+# As stage 1's preset, it differs from the paper's settings where the budget asks for it (README).
+distill = 'stage2'
+out_dir = 'out-shakespeare-char-fm2'
+max_iters = 900
+lr_decay_iters = 900
+eval_interval = 300
+learning_rate = 1e-3
+warmup_iters = 50
+ema_decay = 0.995
+boundary_prob = 4         # the paper: 1/128
+loss_weighting = False
