@@ -373,12 +373,6 @@ def generate(net, net_kind, steps, n):
 # distillation evals: the flow map's 1- and 4-step samples against the teacher's many-step ones,
 # from the same noise: valid words (character data), unigram entropy, and agreement (the share
 # of positions where the two texts have the same token: 1 would be a perfect flow map)
-if distill and master_process:
-    words, reference = (textstats.char_data_stats(data_dir, meta['itos'], block_size)
-                        if 'itos' in meta else (None, None))
-    teacher_ids = generate(teacher_net, 'flm', eval_ref_steps, eval_samples)
-
-
 def sample_figures(ids):
     out = {'entropy': textstats.mean_unigram_entropy(ids.tolist()),
            'agreement': (ids == teacher_ids).float().mean().item()}
@@ -393,10 +387,19 @@ def figures_text(f):
 
 
 def evaluate_flow_map(net):
-    out = {'teacher': sample_figures(teacher_ids), 'reference': reference}
-    for steps in (1, 4):
-        out[f'{steps} step'] = sample_figures(generate(net, kind, steps, eval_samples))
-    return out
+    """The figures of each eval, and the 1-step samples (the first is printed)."""
+    out = {'teacher': teacher_figures, 'reference': reference}
+    samples = {steps: generate(net, kind, steps, eval_samples) for steps in (1, 4)}
+    for steps, ids in samples.items():
+        out[f'{steps} step'] = sample_figures(ids)
+    return out, samples[1]
+
+
+if distill and master_process:  # the teacher's side is the same at every eval: once
+    words, reference = (textstats.char_data_stats(data_dir, meta['itos'], block_size)
+                        if 'itos' in meta else (None, None))
+    teacher_ids = generate(teacher_net, 'flm', eval_ref_steps, eval_samples)
+    teacher_figures = sample_figures(teacher_ids)
 
 
 def save_checkpoint():
@@ -443,10 +446,10 @@ try:
                 print(f"sample ({eval_sample_steps} steps): {decode(generate(ema, kind, eval_sample_steps, 1)[0].tolist())[:200]!r}")
                 ev = {'eval_t': eval_t, **ev}
             elif master_process:
-                ev = evaluate_flow_map(ema)
+                ev, one_step = evaluate_flow_map(ema)
                 print(f"eval {iter_num}: " + " | ".join(f"{name}: {figures_text(ev[name])}" for name in ('1 step', '4 step'))
                       + f" | FLM at {eval_ref_steps} steps: {figures_text(ev['teacher'])}")
-                print(f"sample (1 step): {decode(generate(ema, kind, 1, 1)[0].tolist())[:200]!r}")
+                print(f"sample (1 step): {decode(one_step[0].tolist())[:200]!r}")
             if master_process:
                 os.makedirs(out_dir, exist_ok=True)
                 with open(os.path.join(out_dir, 'eval_log.jsonl'), 'a') as f:  # for plot_eval.py

@@ -206,7 +206,7 @@ def test_distillation_logs_checkpoints_and_resumes_exactly(distilled):
     assert r.returncode == 0 and os.path.getsize(cwd / 'fm2.png') > 0, r.stderr
 
 
-def test_sample_picks_the_checkpoints_sampler(distilled):
+def test_sample_takes_the_kind_and_its_default_steps_and_keeps_a_prompt(distilled):
     cwd, _ = distilled
     for folder, kind, steps in (('fm2', 'flowmap-2', 1), ('fm1', 'flowmap-1', 1), ('full', 'flm', 64)):
         r = run_script('sample.py', f'--out_dir={folder}', '--num_samples=2', '--out=k.json', cwd=cwd)
