@@ -1,6 +1,7 @@
 """
 Plot a run's evaluations (out_dir/eval_log.jsonl, written by train.py) against iterations.
-An FLM run: the context gain and the validation CE at each t of the eval grid.
+An FLM run: the context gain and the validation CE at each t of the eval grid (an MDLM run:
+at each masked share; an AR run: its NLL).
 A distillation run: the 1- and 4-step samplers' valid words and unigram entropy, with the
 teacher's many-step sampler and real text as reference lines.
 
@@ -37,7 +38,8 @@ def save(fig):
     print(f"wrote {config['png']}")
 
 
-if rows[0].get('kind', 'flm') != 'flm':
+kind = rows[0].get('kind', 'flm')
+if kind in ('flowmap-1', 'flowmap-2'):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, key, label in zip(axes, ('valid_words', 'entropy'), ('valid-word fraction', 'unigram entropy (nats)')):
         if key not in rows[0]['teacher']:
@@ -55,10 +57,19 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
 ax1.plot(iters[1:], [r['val']['gain'] for r in rows[1:]], label='val')
 ax1.plot(iters[1:], [r['train']['gain'] for r in rows[1:]], '--', label='train')
 ax1.axhline(0, color='gray', lw=0.8)
-ax1.set(xlabel='iteration', ylabel='nats', title='context gain at t = 0.5\nCE(per-token Bayes) - CE(model)')
+ax1.set(xlabel='iteration', ylabel='nats', title={
+    'flm': 'context gain at t = 0.5\nCE(per-token Bayes) - CE(model)',
+    'ar': 'context gain\nCE(unigram) - NLL(model)',
+    'mdlm': 'context gain at masked share 0.5\nCE(unigram) - CE(model)'}[kind])
 ax1.legend()
-for j, t in enumerate(rows[0]['eval_t']):
-    ax2.plot(iters[1:], [r['val']['ce_t'][j] for r in rows[1:]], label=f't = {t}')
-ax2.set(xlabel='iteration', ylabel='nats', title='validation CE by model time t (EMA weights)')
+if kind == 'ar':
+    for split, style in (('val', '-'), ('train', '--')):
+        ax2.plot(iters[1:], [r[split]['ce'] for r in rows[1:]], style, label=split)
+    ax2.set(xlabel='iteration', ylabel='nats', title='NLL per token (EMA weights)')
+else:
+    for j, t in enumerate(rows[0]['eval_t']):
+        ax2.plot(iters[1:], [r['val']['ce_t'][j] for r in rows[1:]], label=f"{'t' if kind == 'flm' else 'masked'} = {t}")
+    ax2.set(xlabel='iteration', ylabel='nats', title='validation CE by model time t (EMA weights)' if kind == 'flm'
+            else 'validation CE of masked tokens, by masked share')
 ax2.legend(fontsize=8)
 save(fig)

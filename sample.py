@@ -4,12 +4,18 @@ Sample from a checkpoint of any kind train.py writes, with that kind's sampler:
   redraws a share of the noise after each step (--eta, not in the paper; README, Sampling):
   --eta=0 is the paper's deterministic sampler;
 - a stage-1 flow map ('flowmap-1'): teacher + residual, two passes per step (flm.stage1_sample);
-- a stage-2 flow map ('flowmap-2'): one pass per step; one step by default: one-step text.
+- a stage-2 flow map ('flowmap-2'): one pass per step; one step by default: one-step text;
+- the baselines (baselines.py): 'ar', left to right with a KV cache (--steps does not apply),
+  and 'mdlm', unmasking from all masks in --steps steps, 128 by default.
 
 $ python sample.py                                   # out-shakespeare-char/ckpt.pt, 64 steps
 $ python sample.py --steps=8 --num_samples=4 --start="ROMEO:"
 $ python sample.py --out_dir=out-shakespeare-char-fm2          # one step
 $ python sample.py --ckpt=path/to/ckpt.pt --start=FILE:prompt.txt --out=samples.json
+$ python sample.py --out_dir=out-shakespeare-char-mdlm --steps=32
+
+--out writes the texts, their token ids, the settings and the seconds per sample, which
+eval.py reads.
 """
 
 import json
@@ -20,6 +26,7 @@ from contextlib import nullcontext
 
 import torch
 
+import baselines
 import flm
 import textstats
 from configurator import configure, die
@@ -27,7 +34,7 @@ from configurator import configure, die
 # -----------------------------------------------------------------------------
 out_dir = 'out-shakespeare-char'  # reads out_dir/ckpt.pt ...
 ckpt = ''                 # ... or this path
-steps = 0                 # sampler steps; 0: the kind's default, 64 for an FLM, 1 for a flow map
+steps = 0                 # sampler steps; 0: the kind's default, 64 for an FLM, 1 for a flow map, 128 for MDLM
 eta = -1.0                # share of fresh noise after each step (flm.euler_sample); 0: the paper's
                           # deterministic sampler; -1: the kind's default, 0.6 for an FLM (the most
                           # real words at 64 steps, README), 0 for a flow map
@@ -75,7 +82,10 @@ if not os.path.isfile(ckpt_path):
 try:
     checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
     kind = checkpoint.get('kind', 'flm')
-    model = flm.FLM(flm.FLMConfig(**checkpoint['model_args']))
+    if kind in baselines.KINDS:
+        model = baselines.Baseline(flm.FLMConfig(**checkpoint['model_args']), kind)
+    else:
+        model = flm.FLM(flm.FLMConfig(**checkpoint['model_args']))
     model.load_state_dict(checkpoint['ema' if ema else 'model'])
     if kind == 'flowmap-1':  # its sampler needs the teacher too: the checkpoint carries its weights
         teacher = flm.FLM(flm.FLMConfig(**checkpoint['teachers']['flm']['model_args']))
@@ -83,11 +93,11 @@ try:
         teacher.eval().to(device)
 except Exception as e:
     die(f"cannot load {ckpt_path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-if kind not in ('flm', 'flowmap-1', 'flowmap-2'):
-    die(f"{ckpt_path} is a '{kind}' checkpoint; this sample.py knows flm, flowmap-1, flowmap-2")
 model.eval().to(device)
 meta, L, K = checkpoint['meta'], model.cfg.block_size, model.cfg.vocab_size
-steps = steps or (64 if kind == 'flm' else 1)
+steps = L if kind == 'ar' else steps or {'flm': 64, 'mdlm': 128}.get(kind, 1)  # AR: one pass per token
+if kind in baselines.KINDS and eta != -1:
+    die(f"--eta is the flow samplers' fresh noise; the {kind} sampler has none")
 eta = eta if eta >= 0 else (0.6 if kind == 'flm' else 0.0)
 if kind == 'flowmap-1' and eta > 0:
     die("--eta: the stage-1 sampler has no fresh-noise option (its state is not a denoiser's estimate); use --eta=0")
@@ -118,7 +128,11 @@ for i in range(0, num_samples, batch_size):
     known = torch.zeros(B, L, dtype=torch.bool, device=device)
     known[:, :len(prompt)] = True
     with ctx:
-        if kind == 'flowmap-1':
+        if kind == 'ar':
+            x = baselines.ar_sample(model, (B, L), x_known, known, generator=generator, device=device)
+        elif kind == 'mdlm':
+            x = baselines.mdlm_sample(model, (B, L), K, steps, x_known, known, generator=generator, device=device)
+        elif kind == 'flowmap-1':
             x = flm.stage1_sample(teacher, model, table, (B, L, K), steps, x_known, known, generator=generator,
                                   device=device)
         else:  # a stage-2 flow map's jump has the Euler step's form (method.md 5)
@@ -132,9 +146,10 @@ samples = [decode(ids) for ids in samples_ids]
 for s in samples:
     print(s)
     print('---------------')
-print(f"{seconds:.3f} s per sample ({kind}, {steps} steps, eta {eta:g}, {num_samples} samples, {device})")
+name = f"{kind}, {steps} steps" + (f", eta {eta:g}" if kind not in baselines.KINDS else '')
+print(f"{seconds:.3f} s per sample ({name}, {num_samples} samples, batch {batch_size}, {device})")
 
-result = {'samples': samples, 'settings': {**config, 'steps': steps, 'eta': eta, 'start': start, 'ckpt': ckpt_path,
+result = {'samples': samples, 'ids': samples_ids, 'settings': {**config, 'steps': steps, 'eta': eta, 'start': start, 'ckpt': ckpt_path,
                                           'kind': kind},
           'seconds_per_sample': seconds}
 if stats and 'itos' in meta:
@@ -144,7 +159,7 @@ if stats and 'itos' in meta:
         words, reference = textstats.char_data_stats(data_dir, itos, L)
         figures = {'valid_words': textstats.valid_word_fraction(samples, words),
                    'entropy': textstats.mean_unigram_entropy(samples_ids)}
-        print(textstats.report(f"{kind}, {steps} steps, eta {eta:g}", figures, reference))
+        print(textstats.report(name, figures, reference))
         result['stats'], result['reference'] = figures, reference
 if out:
     with open(out, 'w', encoding='utf-8') as f:

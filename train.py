@@ -1,5 +1,6 @@
 """
-Train a flow-based language model (FLM), or distil one into a flow map (FMLM).
+Train a flow-based language model (FLM), distil one into a flow map (FMLM), or train a
+baseline (baselines.py: autoregressive or masked diffusion) with the same data and budget.
 
 On one CPU or GPU (with no arguments: the tiny Shakespeare char model):
 $ python train.py
@@ -9,6 +10,10 @@ Distil a trained FLM into a one-step flow map, in two stages (method.md 5):
 $ python train.py config/distill_stage1_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
 $ python train.py config/distill_stage2_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt \
       --stage1=out-shakespeare-char-fm1/ckpt.pt
+
+The baselines, and the AR judge of generated text (eval.py):
+$ python train.py --model=ar --out_dir=out-shakespeare-char-ar
+$ python train.py --model=mdlm --out_dir=out-shakespeare-char-mdlm
 
 With DDP on 4 GPUs of one node:
 $ torchrun --standalone --nproc_per_node=4 train.py config/train_owt.py
@@ -35,6 +40,7 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import baselines
 import flm
 import textstats
 from configurator import configure, die
@@ -54,6 +60,7 @@ gradient_accumulation_steps = 1
 batch_size = 32
 block_size = 128
 # model
+model = 'flm'             # 'flm', or a baseline on the same transformer: 'ar' or 'mdlm' (baselines.py)
 n_layer = 4
 n_head = 4
 n_embd = 128
@@ -94,6 +101,10 @@ if init_from not in ('scratch', 'resume'):
     die(f"--init_from must be 'scratch' or 'resume', got '{init_from}'")
 if distill not in ('', 'stage1', 'stage2'):
     die(f"--distill must be '', 'stage1' or 'stage2', got '{distill}'")
+if model not in ('flm', *baselines.KINDS):
+    die(f"--model must be one of flm, {', '.join(baselines.KINDS)}; got '{model}'")
+if model != 'flm' and distill:
+    die(f"--distill distils an FLM; it does not go with --model={model}")
 if boundary_prob == 0:
     boundary_prob = {'stage1': 64, 'stage2': 128}.get(distill, 0)
 elif boundary_prob < 1:
@@ -111,7 +122,8 @@ if init_from == 'scratch' and distill == 'stage1' and not teacher:
     die("--distill=stage1 needs --teacher=path/to/the/flm/ckpt.pt")
 if init_from == 'scratch' and distill == 'stage2' and not stage1:
     die("--distill=stage2 needs --stage1=path/to/the/stage1/ckpt.pt (train it with --distill=stage1)")
-kind = {'': 'flm', 'stage1': 'flowmap-1', 'stage2': 'flowmap-2'}[distill]  # recorded in the checkpoint
+# recorded in the checkpoint; from here on `model` is the network
+kind = model if model != 'flm' else {'': 'flm', 'stage1': 'flowmap-1', 'stage2': 'flowmap-2'}[distill]
 
 # -----------------------------------------------------------------------------
 # devices, DDP
@@ -282,12 +294,15 @@ if distill:
     teacher_net = frozen(teachers['flm']['model_args'], teacher_weights)
     model = flm.flow_map_student(teacher_net, 1 if distill == 'stage1' else 2)
     model_args = asdict(model.cfg)
+elif kind in baselines.KINDS:
+    model = baselines.Baseline(flm.FLMConfig(**model_args), kind).to(device)
 else:
     model = flm.FLM(flm.FLMConfig(**model_args)).to(device)
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
 if master_process:
-    what = {'flm': 'FLM', 'flowmap-1': 'stage-1 flow map (residual r_phi)', 'flowmap-2': 'stage-2 flow map (h_psi)'}[kind]
+    what = {'flm': 'FLM', 'ar': 'AR baseline', 'mdlm': 'MDLM baseline', 'flowmap-1': 'stage-1 flow map (residual r_phi)',
+            'flowmap-2': 'stage-2 flow map (h_psi)'}[kind]
     print(f"{what} with {model.num_params() / 1e6:.2f}M parameters"
           + (f", distilled from {teachers['flm']['path']}" if distill else ""))
 table = flm.g_table(vocab_size, device)  # G(t), on the device: no host sync in the step
@@ -359,11 +374,40 @@ def evaluate(net):
 
 
 @torch.no_grad()
+def evaluate_baseline(net):
+    """The baselines' figures on the same batches: an AR's NLL per token; MDLM's CE of the masked
+    tokens at masking rates t = eval_t (fixed masks). gain: the unigram CE minus the AR's NLL or
+    MDLM's CE at t = 0.5, what context is worth to the model."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = {}
+    for split, batches in eval_batches.items():
+        ce = torch.zeros(1 if kind == 'ar' else len(eval_t), device=device)
+        ce_unigram = torch.zeros((), device=device)
+        for x in batches:
+            ce_unigram += F.cross_entropy(log_pi.expand(x.numel(), -1), x.flatten())
+            with ctx:
+                if kind == 'ar':
+                    ce[0] += baselines.ar_loss(net, x, vocab_size)
+                    continue
+                for j, tj in enumerate(eval_t):
+                    mask = torch.rand(x.shape, generator=gen, device=device) < tj
+                    logits = net(torch.where(mask, vocab_size, x)).float()
+                    ce[j] += F.cross_entropy(logits[mask], x[mask])
+        ce, ce_unigram = (ce / len(batches)).tolist(), ce_unigram.item() / len(batches)
+        out[split] = {'ce': sum(ce) / len(ce), 'ce_t': ce, 'gain': ce_unigram - ce[0 if kind == 'ar' else eval_t.index(0.5)]}
+    return out
+
+
+@torch.no_grad()
 def generate(net, net_kind, steps, n):
     """n samples (ids, n x L) from the same noise at every call: kind's sampler, deterministic."""
     gen = torch.Generator(device=device).manual_seed(seed)
     shape = (n, block_size, vocab_size)
     with ctx:
+        if net_kind == 'ar':
+            return baselines.ar_sample(net, shape[:2], generator=gen, device=device)
+        if net_kind == 'mdlm':
+            return baselines.mdlm_sample(net, shape[:2], vocab_size, steps, generator=gen, device=device)
         if net_kind == 'flowmap-1':
             return flm.stage1_sample(teacher_net, net, table, shape, steps, generator=gen, device=device)
         return flm.euler_sample(net, table, shape, steps, generator=gen, device=device,
@@ -437,11 +481,18 @@ saved_at = -1
 try:
     while True:
         if iter_num % eval_interval == 0 or iter_num == max_iters:
-            if master_process and not distill:
-                ev = evaluate(ema)
+            if master_process and kind == 'ar':
+                ev = evaluate_baseline(ema)
+                tr, va = ev['train'], ev['val']
+                print(f"eval {iter_num}: train nll {tr['ce']:.4f}, val nll {va['ce']:.4f} (ppl {math.exp(va['ce']):.3f}), "
+                      f"context gain {va['gain']:.4f} (train {tr['gain']:.4f})")
+                print(f"sample: {decode(generate(ema, kind, 0, 1)[0].tolist())[:200]!r}")
+            elif master_process and not distill:
+                ev = evaluate(ema) if kind == 'flm' else evaluate_baseline(ema)
                 tr, va = ev['train'], ev['val']
                 print(f"eval {iter_num}: train ce {tr['ce']:.4f}, val ce {va['ce']:.4f} "
-                      f"(t={', '.join(f'{t}:{c:.3f}' for t, c in zip(eval_t, va['ce_t']))}), "
+                      f"({'t' if kind == 'flm' else 'masked share'}="
+                      f"{', '.join(f'{t}:{c:.3f}' for t, c in zip(eval_t, va['ce_t']))}), "
                       f"context gain {va['gain']:.4f} (train {tr['gain']:.4f})")
                 print(f"sample ({eval_sample_steps} steps): {decode(generate(ema, kind, eval_sample_steps, 1)[0].tolist())[:200]!r}")
                 ev = {'eval_t': eval_t, **ev}
@@ -468,7 +519,11 @@ try:
                 model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
             x = get_batch('train')
             with ctx:
-                if distill == 'stage1':
+                if kind == 'ar':
+                    loss = baselines.ar_loss(model, x, vocab_size)
+                elif kind == 'mdlm':
+                    loss = baselines.mdlm_loss(model, x, vocab_size)
+                elif distill == 'stage1':
                     loss = flm.stage1_loss(model, teacher_net, x, table, vocab_size, boundary_prob, loss_weighting)
                 elif distill == 'stage2':
                     loss = flm.stage2_loss(model, teacher_net, residual_net, x, table, vocab_size, boundary_prob,

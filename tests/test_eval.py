@@ -1,0 +1,171 @@
+"""The baselines through train.py and sample.py, and eval.py's judges and NFE sweep, end to end
+on a tiny character dataset."""
+import json
+import math
+import os
+import re
+
+import pytest
+import torch
+
+import baselines
+import flm
+from conftest import run_script
+from test_scripts import assert_one_line_error, losses, train
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, char_dataset):
+    """Tiny AR and MDLM runs (MDLM stopped at 4 and resumed to 8), and a tiny FLM."""
+    cwd = tmp_path_factory.mktemp("baselines")
+    common = [f'--dataset={char_dataset}', '--eval_interval=4', '--lr_decay_iters=8']
+    out = {}
+    for name, args in (('ar', ['--model=ar', '--max_iters=8']), ('mdlm', ['--model=mdlm', '--max_iters=8']),
+                       ('mdlm-split', ['--model=mdlm', '--max_iters=4']), ('flm', ['--max_iters=4'])):
+        out[name] = train(cwd, *common, *args, f'--out_dir={name}')
+        assert out[name].returncode == 0, out[name].stderr
+    out['mdlm-resumed'] = train(cwd, *common, '--model=mdlm', '--max_iters=8', '--out_dir=mdlm-split',
+                                '--init_from=resume')
+    assert out['mdlm-resumed'].returncode == 0, out['mdlm-resumed'].stderr
+    return cwd, out
+
+
+def test_baselines_train_log_and_resume_exactly(runs):
+    cwd, out = runs
+    assert re.search(r"eval 8: train nll [0-9.]+, val nll [0-9.]+ \(ppl [0-9.]+\), context gain", out['ar'].stdout)
+    assert re.search(r"eval 8: train ce [0-9.]+, val ce [0-9.]+ \(masked share=0.1:", out['mdlm'].stdout)
+    for name, kind in (('ar', 'ar'), ('mdlm', 'mdlm')):
+        assert sorted(losses(out[name].stdout)) == list(range(1, 9))
+        ckpt = torch.load(cwd / name / 'ckpt.pt', weights_only=True)
+        assert ckpt['kind'] == kind and ckpt['iter_num'] == 8
+    # the same budget options as an FLM, and a resumed run continues exactly
+    full, resumed = losses(out['mdlm'].stdout), losses(out['mdlm-resumed'].stdout)
+    assert sorted(resumed) == [5, 6, 7, 8] and resumed == {i: full[i] for i in (5, 6, 7, 8)}
+
+
+@pytest.mark.parametrize("args, words", [
+    (['--model=gpt'], ['--model', 'flm', 'ar', 'mdlm']),
+    (['--model=ar', '--distill=stage1', '--teacher=flm/ckpt.pt'], ['--distill', 'ar']),
+])
+def test_train_refuses_a_bad_model(runs, char_dataset, args, words):
+    cwd, _ = runs
+    assert_one_line_error(train(cwd, f'--dataset={char_dataset}', '--out_dir=never', *args), *words)
+    assert not os.path.exists(cwd / 'never')
+
+
+def test_sample_baselines_to_json(runs):
+    cwd, _ = runs
+    r = run_script('sample.py', '--out_dir=ar', '--num_samples=3', '--start=the cat', '--steps=9', '--out=ar.json',
+                   cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    out = json.load(open(cwd / 'ar.json'))
+    assert out['settings']['kind'] == 'ar' and out['settings']['steps'] == 32  # --steps does not apply: L passes
+    assert all(s.startswith('the cat') and len(s) == 32 for s in out['samples'])
+    assert len(out['ids']) == 3 and all(len(i) == 32 for i in out['ids'])
+    r = run_script('sample.py', '--out_dir=mdlm', '--num_samples=3', '--start=the cat', '--steps=5', '--out=m.json',
+                   cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    out = json.load(open(cwd / 'm.json'))
+    assert out['settings']['kind'] == 'mdlm' and out['settings']['steps'] == 5
+    assert all(s.startswith('the cat') for s in out['samples']) and out['seconds_per_sample'] > 0
+    assert_one_line_error(run_script('sample.py', '--out_dir=mdlm', '--eta=0.5', cwd=cwd), 'eta', 'mdlm')
+
+
+def test_gen_ppl_is_exp_of_the_mean_nll_under_the_judge(runs):
+    """eval.py's Gen PPL of a samples file against the judge's NLL computed by hand, one
+    prefix at a time (no shifted-input trick, no cache)."""
+    cwd, _ = runs
+    assert run_script('sample.py', '--out_dir=mdlm', '--num_samples=5', '--steps=4', '--out=m5.json',
+                      cwd=cwd).returncode == 0
+    r = run_script('eval.py', '--samples=m5.json', '--judge=ar/ckpt.pt', cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    printed = float(re.search(r"Gen PPL ([0-9.]+), entropy ([0-9.]+)", r.stdout).group(1))
+    ckpt = torch.load(cwd / 'ar' / 'ckpt.pt', weights_only=True)
+    judge = baselines.Baseline(flm.FLMConfig(**ckpt['model_args']), 'ar').double().eval()
+    judge.load_state_dict(ckpt['ema'])
+    K, stoi = judge.cfg.vocab_size, ckpt['meta']['stoi']
+    nll = []
+    with torch.no_grad():
+        for text in json.load(open(cwd / 'm5.json'))['samples']:
+            ids = [stoi[c] for c in text]
+            for i in range(len(ids)):
+                logp = torch.log_softmax(judge(torch.tensor([[K] + ids[:i]]))[0, -1], -1)
+                nll.append(-logp[ids[i]].item())
+    assert printed == pytest.approx(math.exp(sum(nll) / len(nll)), rel=1e-4)
+
+
+def test_gpt2_judge(tmp_path):
+    """The GPT-2 judge (transformers), on a tiny random GPT-2 (no weights can be downloaded), against
+    the model's own loss with <|endoftext|> as the first token's context."""
+    transformers = pytest.importorskip("transformers")  # optional for users; CI installs it
+    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=64, n_embd=16, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    model.save_pretrained(tmp_path / 'tiny-gpt2')
+    ids = torch.randint(0, 50257, (6, 20), generator=torch.Generator().manual_seed(0))
+    (tmp_path / 's.json').write_text(json.dumps({'samples': [''] * 6, 'ids': ids.tolist()}))
+    r = run_script('eval.py', '--samples=s.json', '--judge=tiny-gpt2', '--judge_batch=4', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    printed = float(re.search(r"Gen PPL ([0-9.]+)", r.stdout).group(1))
+    with torch.no_grad():
+        inputs = torch.cat([torch.full((6, 1), cfg.bos_token_id), ids], dim=1)
+        mean_nll = torch.stack([model(input_ids=s[None], labels=s[None]).loss for s in inputs]).mean()
+    assert printed == pytest.approx(math.exp(mean_nll.item()), rel=1e-4)
+    # ids outside the judge's vocabulary are an error, not a silent wrap
+    (tmp_path / 'bad.json').write_text(json.dumps({'samples': [''], 'ids': [[50257] * 20]}))
+    assert_one_line_error(run_script('eval.py', '--samples=bad.json', '--judge=tiny-gpt2', cwd=tmp_path), 'vocabulary')
+
+
+def test_gpt2_judge_without_transformers_is_a_clear_error(tmp_path):
+    fake = tmp_path / 'site' / 'transformers'
+    fake.mkdir(parents=True)
+    (fake / '__init__.py').write_text("raise ImportError('not installed')\n")
+    (tmp_path / 's.json').write_text(json.dumps({'samples': [''], 'ids': [[1, 2]]}))
+    r = run_script('eval.py', '--samples=s.json', '--judge=gpt2-large', cwd=tmp_path,
+                   env={'PYTHONPATH': str(tmp_path / 'site')})
+    assert_one_line_error(r, 'transformers', 'pip install')
+
+
+def test_eval_bad_input(runs):
+    cwd, _ = runs
+    assert_one_line_error(run_script('eval.py', '--samples=m.json', cwd=cwd), '--judge')
+    assert_one_line_error(run_script('eval.py', '--samples=m.json', '--judge=mdlm/ckpt.pt', cwd=cwd), 'AR', 'mdlm')
+    assert_one_line_error(run_script('eval.py', '--samples=nothing.json', '--judge=ar/ckpt.pt', cwd=cwd), 'nothing.json')
+    assert_one_line_error(run_script('eval.py', '--sweep=True', '--judge=ar/ckpt.pt', '--ar_ckpt=ar/ckpt.pt',
+                                     '--mdlm_ckpt=', '--flm_ckpt=', '--fmlm_ckpt=fm/ckpt.pt', cwd=cwd), 'FMLM', 'fm/ckpt.pt')
+    assert_one_line_error(run_script('eval.py', '--sweep=True', '--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=',
+                                     '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', '--flm_steps=0', cwd=cwd), 'flm_steps')
+
+
+def test_sweep_writes_table_and_plot_and_reuses_samples(runs):
+    cwd, _ = runs
+    args = ['--sweep=True', '--judge=ar/ckpt.pt', '--out_dir=sw', '--ar_ckpt=ar/ckpt.pt', '--mdlm_ckpt=mdlm/ckpt.pt',
+            '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', '--flm_steps=1,2', '--mdlm_steps=2', '--num_samples=4',
+            '--batch_size=2']
+    r = run_script('eval.py', *args, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    table = (cwd / 'sw' / 'sweep.md').read_text()
+    for row in ('| AR | - | 32 |', '| MDLM | 2 | 2 |', '| FLM | 1 | 1 |', '| FLM | 2 | 2 |', '| real text |'):
+        assert row in table, table
+    assert (cwd / 'sw' / 'sweep.png').stat().st_size > 0
+    rows = json.load(open(cwd / 'sw' / 'sweep.json'))['rows']
+    assert all(r['gen_ppl'] > 1 and r['entropy'] > 0 and r['seconds_per_sample'] > 0 and 0 <= r['valid_words'] <= 1
+               for r in rows)
+    # a second run judges the same files again, and samples nothing
+    stamps = {f: os.path.getmtime(cwd / 'sw' / 'samples' / f) for f in os.listdir(cwd / 'sw' / 'samples')}
+    again = run_script('eval.py', *args, cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    assert stamps == {f: os.path.getmtime(cwd / 'sw' / 'samples' / f) for f in os.listdir(cwd / 'sw' / 'samples')}
+    assert (cwd / 'sw' / 'sweep.md').read_text() == table
+
+
+def test_bench_times_every_method(tmp_path):
+    r = run_script('bench.py', '--L=16', '--K=11', '--n_layer=1', '--n_embd=16', '--n_head=2', '--n_cond=8',
+                   '--batch=2', '--train_batch=2', '--flm_steps=2', '--reps=1', '--out=b.json', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.load(open(tmp_path / 'b.json'))['results'][0]
+    assert set(res['train']) == {'FLM', 'FMLM stage 1', 'FMLM stage 2', 'MDLM', 'AR'}
+    assert set(res['latency']) == set(res['throughput']) == {
+        'FLM 2 steps', 'FMLM 1 step', 'FMLM 2 steps', 'FMLM 4 steps', 'MDLM 8 steps', 'AR (KV cache)'}
+    assert all(v > 0 for d in (res['train'], res['latency'], res['throughput']) for v in d.values())
+    assert "AR (KV cache) latency / FMLM 1-step latency" in r.stdout
