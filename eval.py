@@ -138,7 +138,7 @@ def judge_file(path, nll, encode):
         die(f"cannot read samples from {path} (write them with sample.py --out=...): {type(e).__name__}: {e}")
     x = torch.tensor([encode(t, i) for t, i in zip(texts, ids)], dtype=torch.long, device=device)
     per_token = torch.cat([nll(x[i:i + judge_batch]) for i in range(0, len(x), judge_batch)])
-    return {'gen_ppl': gen_ppl(per_token), 'entropy': textstats.mean_unigram_entropy(ids),
+    return {'gen_ppl': gen_ppl(per_token), 'entropy': textstats.mean_unigram_entropy(ids), 'n': len(ids),
             'seconds_per_sample': data.get('seconds_per_sample'), 'settings': data.get('settings', {})}
 
 
@@ -148,7 +148,7 @@ if not sweep:
         r = judge_file(path, judge_nll, judge_encode)
         s = r['settings']
         print(f"{path}: Gen PPL {r['gen_ppl']:.3f}, entropy {r['entropy']:.3f} "
-              f"({s.get('kind', '?')}, {s.get('steps', '?')} steps, {len(json.load(open(path))['ids'])} samples)")
+              f"({s.get('kind', '?')}, {s.get('steps', '?')} steps, {r['n']} samples)")
     sys.exit(0)
 
 # -----------------------------------------------------------------------------

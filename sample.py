@@ -82,6 +82,9 @@ if not os.path.isfile(ckpt_path):
 try:
     checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
     kind = checkpoint.get('kind', 'flm')
+    if kind not in ('flm', 'flowmap-1', 'flowmap-2', *baselines.KINDS):
+        die(f"{ckpt_path} is a '{kind}' checkpoint; sample.py knows flm, flowmap-1, flowmap-2, "
+            f"{', '.join(baselines.KINDS)}")
     if kind in baselines.KINDS:
         model = baselines.Baseline(flm.FLMConfig(**checkpoint['model_args']), kind)
     else:
