@@ -127,25 +127,31 @@ def load_judge(path):
     return nll, encode
 
 
+judge_nll, judge_encode = load_judge(judge)
+
+
 @torch.no_grad()
-def judge_file(path, nll, encode):
-    """The figures of one samples file: Gen PPL under the judge, mean unigram entropy."""
+def judge_samples(texts, ids):
+    """Gen PPL under the judge and mean unigram entropy of samples (their texts and token ids)."""
+    x = torch.tensor([judge_encode(t, i) for t, i in zip(texts, ids)], dtype=torch.long, device=device)
+    per_token = torch.cat([judge_nll(x[i:i + judge_batch]) for i in range(0, len(x), judge_batch)])
+    return {'gen_ppl': gen_ppl(per_token), 'entropy': textstats.mean_unigram_entropy(ids)}
+
+
+def judge_file(path):
+    """The figures of one samples file (sample.py --out), with its texts and settings."""
     try:
         with open(path, encoding='utf-8') as f:
             data = json.load(f)
         texts, ids = data['samples'], data['ids']
     except (OSError, ValueError, KeyError) as e:
         die(f"cannot read samples from {path} (write them with sample.py --out=...): {type(e).__name__}: {e}")
-    x = torch.tensor([encode(t, i) for t, i in zip(texts, ids)], dtype=torch.long, device=device)
-    per_token = torch.cat([nll(x[i:i + judge_batch]) for i in range(0, len(x), judge_batch)])
-    return {'gen_ppl': gen_ppl(per_token), 'entropy': textstats.mean_unigram_entropy(ids), 'n': len(ids),
+    return {**judge_samples(texts, ids), 'texts': texts, 'n': len(ids),
             'seconds_per_sample': data.get('seconds_per_sample'), 'settings': data.get('settings', {})}
 
-
-judge_nll, judge_encode = load_judge(judge)
 if not sweep:
     for path in samples.split(','):
-        r = judge_file(path, judge_nll, judge_encode)
+        r = judge_file(path)
         s = r['settings']
         print(f"{path}: Gen PPL {r['gen_ppl']:.3f}, entropy {r['entropy']:.3f} "
               f"({s.get('kind', '?')}, {s.get('steps', '?')} steps, {r['n']} samples)")
@@ -196,9 +202,9 @@ for method, path, steps in runs:
         index[name] = record
         with open(index_path, 'w') as f:
             json.dump(index, f, indent=1)
-    r = judge_file(out, judge_nll, judge_encode)
+    r = judge_file(out)
     if words is not None:
-        r['valid_words'] = textstats.valid_word_fraction(json.load(open(out))['samples'], words)
+        r['valid_words'] = textstats.valid_word_fraction(r['texts'], words)
     nfe = 2 * steps if r['settings'].get('kind') == 'flowmap-1' else r['settings'].get('steps', steps)
     rows.append({'method': method, 'steps': steps or None, 'nfe': nfe, 'gen_ppl': r['gen_ppl'],
                  'entropy': r['entropy'], 'seconds_per_sample': r['seconds_per_sample'],
@@ -213,10 +219,7 @@ if have_data:
     starts = np.random.default_rng(seed).integers(0, len(val) - L, num_samples)
     chunks = [val[s:s + L].tolist() for s in starts]
     texts = [''.join(itos[i] for i in c) for c in chunks] if itos else [''] * len(chunks)
-    x = torch.tensor([judge_encode(t, c) for t, c in zip(texts, chunks)], dtype=torch.long, device=device)
-    with torch.no_grad():
-        per_token = torch.cat([judge_nll(x[i:i + judge_batch]) for i in range(0, len(x), judge_batch)])
-    reference = {'gen_ppl': gen_ppl(per_token), 'entropy': textstats.mean_unigram_entropy(chunks),
+    reference = {**judge_samples(texts, chunks),
                  'valid_words': textstats.valid_word_fraction(texts, words) if words is not None else None}
     print(f"real text: Gen PPL {reference['gen_ppl']:.2f}, entropy {reference['entropy']:.3f}")
 

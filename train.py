@@ -481,21 +481,21 @@ saved_at = -1
 try:
     while True:
         if iter_num % eval_interval == 0 or iter_num == max_iters:
-            if master_process and kind == 'ar':
-                ev = evaluate_baseline(ema)
-                tr, va = ev['train'], ev['val']
-                print(f"eval {iter_num}: train nll {tr['ce']:.4f}, val nll {va['ce']:.4f} (ppl {math.exp(va['ce']):.3f}), "
-                      f"context gain {va['gain']:.4f} (train {tr['gain']:.4f})")
-                print(f"sample: {decode(generate(ema, kind, 0, 1)[0].tolist())[:200]!r}")
-            elif master_process and not distill:
+            if master_process and not distill:
                 ev = evaluate(ema) if kind == 'flm' else evaluate_baseline(ema)
                 tr, va = ev['train'], ev['val']
-                print(f"eval {iter_num}: train ce {tr['ce']:.4f}, val ce {va['ce']:.4f} "
-                      f"({'t' if kind == 'flm' else 'masked share'}="
-                      f"{', '.join(f'{t}:{c:.3f}' for t, c in zip(eval_t, va['ce_t']))}), "
-                      f"context gain {va['gain']:.4f} (train {tr['gain']:.4f})")
-                print(f"sample ({eval_sample_steps} steps): {decode(generate(ema, kind, eval_sample_steps, 1)[0].tolist())[:200]!r}")
-                ev = {'eval_t': eval_t, **ev}
+                gain = f"context gain {va['gain']:.4f} (train {tr['gain']:.4f})"
+                if kind == 'ar':
+                    print(f"eval {iter_num}: train nll {tr['ce']:.4f}, val nll {va['ce']:.4f} "
+                          f"(ppl {math.exp(va['ce']):.3f}), {gain}")
+                    print(f"sample: {decode(generate(ema, kind, 0, 1)[0].tolist())[:200]!r}")
+                else:
+                    print(f"eval {iter_num}: train ce {tr['ce']:.4f}, val ce {va['ce']:.4f} "
+                          f"({'t' if kind == 'flm' else 'masked share'}="
+                          f"{', '.join(f'{t}:{c:.3f}' for t, c in zip(eval_t, va['ce_t']))}), {gain}")
+                    print(f"sample ({eval_sample_steps} steps): "
+                          f"{decode(generate(ema, kind, eval_sample_steps, 1)[0].tolist())[:200]!r}")
+                    ev = {'eval_t': eval_t, **ev}
             elif master_process:
                 ev, one_step = evaluate_flow_map(ema)
                 print(f"eval {iter_num}: " + " | ".join(f"{name}: {figures_text(ev[name])}" for name in ('1 step', '4 step'))

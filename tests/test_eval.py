@@ -30,7 +30,7 @@ def runs(tmp_path_factory, char_dataset):
     return cwd, out
 
 
-def test_baselines_train_log_and_resume_exactly(runs):
+def test_baselines_train_and_log_and_a_resumed_mdlm_run_continues_exactly(runs):
     cwd, out = runs
     assert re.search(r"eval 8: train nll [0-9.]+, val nll [0-9.]+ \(ppl [0-9.]+\), context gain", out['ar'].stdout)
     assert re.search(r"eval 8: train ce [0-9.]+, val ce [0-9.]+ \(masked share=0.1:", out['mdlm'].stdout)
