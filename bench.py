@@ -17,15 +17,14 @@ $ python bench.py --L=128 --K=65 --out=bench.json
 """
 
 import json
-import re
 import sys
 import time
 
 import torch
 
-import baselines
 import flm
-from configurator import configure, die
+import kinds
+from configurator import configure, die, int_list, system
 
 # -----------------------------------------------------------------------------
 L = '128,1024'            # sequence lengths
@@ -46,14 +45,11 @@ out = ''                  # also write the figures as JSON here
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
 config = configure({k: globals()[k] for k in config_keys}, sys.argv[1:])
 globals().update(config)
-Ls, Ks = [[int(v) for v in re.findall(r'\d+', text)] for text in (L, K)]
-if not Ls or not Ks or min(Ls + Ks) < 2:
-    die(f"--L and --K take comma-separated sizes >= 2; got --L={L} --K={K}")
+Ls, Ks = int_list(L, 'L', 2), int_list(K, 'K', 2)
 for key in ('batch', 'train_batch', 'flm_steps', 'reps'):
     if config[key] < 1:
         die(f"--{key} must be >= 1, got {config[key]}")
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+device = system(device, 'float32')[0]
 torch.manual_seed(seed)
 
 
@@ -101,29 +97,24 @@ def train_step(model, loss_fn):
 results = []
 for seq_len in Ls:
     for vocab in Ks:
-        cfg = flm.FLMConfig(vocab_size=vocab, block_size=seq_len, n_layer=n_layer, n_head=n_head,
-                            n_embd=n_embd, n_cond=n_cond)
+        args = dict(vocab_size=vocab, block_size=seq_len, n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_cond=n_cond)
         table = flm.g_table(vocab, device)
-        teacher = flm.FLM(cfg).to(device)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        residual = flm.flow_map_student(teacher, 1).to(device)
-        h_psi = flm.flow_map_student(teacher, 2).to(device)
-        nets = {'FLM': flm.FLM(cfg).to(device), 'MDLM': baselines.Baseline(cfg, 'mdlm').to(device),
-                'AR': baselines.Baseline(cfg, 'ar').to(device)}
+        teacher = kinds.network('flm', args).to(device).requires_grad_(False)
+        nets = {'FLM': kinds.network('flm', args), 'FMLM stage 1': flm.flow_map_student(teacher, 1),
+                'FMLM stage 2': flm.flow_map_student(teacher, 2), 'MDLM': kinds.network('mdlm', args),
+                'AR': kinds.network('ar', args)}
+        residual = nets['FMLM stage 1']
+        kind_of = {'FLM': 'flm', 'FMLM stage 1': 'stage1', 'FMLM stage 2': 'stage2', 'MDLM': 'mdlm', 'AR': 'ar'}
         row = {'L': seq_len, 'K': vocab, 'train': {}, 'latency': {}, 'throughput': {}}
         # training: a (B, L, K) tensor costs 4 L K bytes per sample; stage 1 holds ~24 of them at once
         B = fitting(train_batch, 24 * 4 * seq_len * vocab)
         row['train_batch'] = B
         x = torch.randint(0, vocab, (B, seq_len), device=device)
-        for name, model, loss_fn in (
-                ('FLM', nets['FLM'], lambda: flm.flm_loss(nets['FLM'], x, table, vocab)),
-                ('FMLM stage 1', residual, lambda: flm.stage1_loss(residual, teacher, x, table, vocab)),
-                ('FMLM stage 2', h_psi, lambda: flm.stage2_loss(h_psi, teacher, residual, x, table, vocab)),
-                ('MDLM', nets['MDLM'], lambda: baselines.mdlm_loss(nets['MDLM'], x, vocab)),
-                ('AR', nets['AR'], lambda: baselines.ar_loss(nets['AR'], x, vocab))):
-            model.train()
-            row['train'][name] = timed(train_step(model, loss_fn))
+        for name, model in nets.items():
+            loss_fn = kinds.loss_fn(kind_of[name], vocab, table, teacher, residual,
+                                    {'FMLM stage 1': 64, 'FMLM stage 2': 128}.get(name, 1), weighted=True)
+            model.to(device).train()
+            row['train'][name] = timed(train_step(model, lambda: loss_fn(model, x)))
             model.eval()
             print(f"L={seq_len} K={vocab}: train step {name} (batch {B}): {1000 * row['train'][name]:.1f} ms", flush=True)
 
@@ -131,24 +122,18 @@ for seq_len in Ls:
         B = fitting(batch, 5 * 4 * seq_len * vocab)
         row['batch'] = B
         gen = torch.Generator(device=device).manual_seed(seed)
-        samplers = [(f'FLM {flm_steps} steps', lambda b: flm.euler_sample(nets['FLM'], table, (b, seq_len, vocab),
-                                                                          flm_steps, generator=gen, device=device))]
-        for s in (1, 2, 4):
-            samplers.append((f'FMLM {s} step' + ('s' if s > 1 else ''),
-                             lambda b, s=s: flm.euler_sample(h_psi, table, (b, seq_len, vocab), s, generator=gen,
-                                                             device=device, flow_map=True)))
-        samplers.append(('MDLM 8 steps', lambda b: baselines.mdlm_sample(nets['MDLM'], (b, seq_len), vocab, 8,
-                                                                          generator=gen, device=device)))
-        samplers.append(('AR (KV cache)', lambda b: baselines.ar_sample(nets['AR'], (b, seq_len), generator=gen,
-                                                                        device=device)))
+        samplers = [(f'FLM {flm_steps} steps', 'FLM', flm_steps), ('FMLM 1 step', 'FMLM stage 2', 1),
+                    ('FMLM 2 steps', 'FMLM stage 2', 2), ('FMLM 4 steps', 'FMLM stage 2', 4),
+                    ('MDLM 8 steps', 'MDLM', 8), ('AR (KV cache)', 'AR', 0)]
         with torch.no_grad():
-            for name, sample in samplers:
-                row['latency'][name] = timed(lambda: sample(1))
-                row['throughput'][name] = B / timed(lambda: sample(B))
+            for name, net, steps in samplers:
+                sample = kinds.sampler(kind_of[net], nets[net], table)
+                row['latency'][name] = timed(lambda: sample(1, seq_len, steps, generator=gen, device=device))
+                row['throughput'][name] = B / timed(lambda: sample(B, seq_len, steps, generator=gen, device=device))
                 print(f"L={seq_len} K={vocab}: {name}: {1000 * row['latency'][name]:.1f} ms per sample at batch 1, "
                       f"{row['throughput'][name]:.2f} samples/s at batch {B}", flush=True)
         results.append(row)
-        del teacher, residual, h_psi, nets
+        del teacher, residual, nets
 
 # -----------------------------------------------------------------------------
 # the tables: times, and ratios to the reference of each block

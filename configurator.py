@@ -5,8 +5,10 @@ optional config files (`config/foo.py`, plain Python assignments) and then by
 
     python train.py config/distill_stage1_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt --batch_size=16
 
-An unknown key or a value of the wrong type is a one-line error that names the
-valid keys.
+Every option keeps the type of its default: a string option takes the text as
+typed (--out_dir=0x10 is the folder '0x10'), a number option a number, a flag
+True or False. An unknown key or a value of the wrong type is a one-line error
+that names the valid keys.
 """
 
 import os
@@ -20,8 +22,8 @@ def die(msg):
 
 def _typed(key, value, default):
     if isinstance(default, str):
-        return str(value)  # --out_dir=123 is the folder '123'
-    if isinstance(default, bool):
+        ok = isinstance(value, str)
+    elif isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -32,24 +34,27 @@ def _typed(key, value, default):
     return float(value) if isinstance(default, float) else value
 
 
-def configure(defaults, argv):
-    """Return a copy of `defaults` updated by the config files and --key=value items of argv."""
-    config = dict(defaults)
+def overrides(defaults, argv):
+    """The values that the config files and --key=value items of argv set, typed as their defaults."""
+    given = {}
 
     def set_value(key, value):
-        if key not in config:
-            die(f"unknown option '{key}'; valid options: {', '.join(sorted(config))}")
-        config[key] = _typed(key, value, config[key])
+        if key not in defaults:
+            die(f"unknown option '{key}'; valid options: {', '.join(sorted(defaults))}")
+        given[key] = _typed(key, value, defaults[key])
 
     for arg in argv:
         if arg.startswith("--"):
             if "=" not in arg:
                 die(f"expected --key=value, got '{arg}'")
             key, text = arg[2:].split("=", 1)
-            try:
-                value = literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text  # a bare string, e.g. --out_dir=out-foo
+            if isinstance(defaults.get(key), str):
+                value = text  # a string option is the text as typed
+            else:
+                try:
+                    value = literal_eval(text)
+                except (ValueError, SyntaxError):
+                    value = text  # reported as the wrong type
             set_value(key, value)
         else:
             if not os.path.isfile(arg):
@@ -59,4 +64,58 @@ def configure(defaults, argv):
             for key, value in values.items():
                 if not key.startswith("_"):
                     set_value(key, value)
-    return config
+    return given
+
+
+def configure(defaults, argv):
+    """Return a copy of `defaults` updated by the config files and --key=value items of argv."""
+    return {**defaults, **overrides(defaults, argv)}
+
+
+def int_list(text, key, minimum=1):
+    """'1,2,4' -> [1, 2, 4]: whole numbers >= minimum, comma-separated, nothing else."""
+    items = [s.strip() for s in text.split(",")]
+    if not all(s.isascii() and s.isdigit() and int(s) >= minimum for s in items):
+        die(f"--{key} takes whole numbers >= {minimum}, comma-separated; got '{text}'")
+    return [int(s) for s in items]
+
+
+def resume_config(defaults, given, saved, may_change):
+    """A resumed run's options: those it was started with (saved), then those given now, which may
+    only change the keys in may_change (out_dir and init_from are always the ones given now)."""
+    saved = {k: v for k, v in saved.items() if k in defaults and k not in ('out_dir', 'init_from')}
+    changed = {k: v for k, v in given.items() if k in saved and v != saved[k]}
+    fixed = [k for k in changed if k not in may_change]
+    if fixed:
+        die(f"--init_from=resume: {', '.join(f'--{k}={given[k]!r} (the run has {saved[k]!r})' for k in fixed)} "
+            f"would change the model or the data; a resumed run may change only {', '.join(sorted(may_change))}")
+    for k, v in changed.items():
+        print(f"resume: {k} = {v!r} (was {saved[k]!r})")
+    return {**defaults, **saved, **given}
+
+
+def check(config, rules):
+    """rules: {key: (valid, what it must be)}: a one-line error for the first invalid option."""
+    for key, (ok, what) in rules.items():
+        if not ok:
+            die(f"--{key} must be {what}, got {config[key]!r}")
+
+
+def system(device, dtype):
+    """(device, device_type, autocast context) from the --device and --dtype options ('auto': the
+    best this machine has; bfloat16 autocast on a GPU that supports it)."""
+    import torch
+    from contextlib import nullcontext
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    device_type = device.split(':')[0]
+    available = {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}
+    if not available.get(device_type):
+        die(f"--device={device}: not available here; this machine has {', '.join(k for k, v in available.items() if v)}")
+    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        die(f"--dtype must be one of auto, float32, bfloat16, float16; got '{dtype}'")
+    if dtype == 'auto':
+        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+    ptdtype = getattr(torch, dtype)
+    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
+    return device, device_type, dtype, ctx

@@ -1,18 +1,20 @@
 """
 FLM: a flow-based language model that denoises one-hot token vectors in R^K.
 
-One file, read top to bottom in the order of the method (docs/method.md):
+One file, read top to bottom; its sections are docs/method.md's:
   1. the one-hot flow: interpolant x_g and velocity v = (D - x_g) / (1 - g)
   2. the time reparameterization g = G(t), G the inverse of A(g)
   3. the network f_theta(x_g, t) (a DiT with rotary positions) and the CE loss
-  4. the Euler sampler, with prompting by replacement
+  4. the Euler sampler; two additions that are not in the paper, fenced as such:
+     fresh noise after each step, and prompting by replacement
   5. flow-map distillation: stage 1 (teacher + residual r_phi), stage 2 (one network
      h_psi), and their few-step and one-step samplers
-plus the EMA of weights and the per-token Bayes denoiser used to measure how
-much the model uses context.
+  6. evaluation: the per-token Bayes denoiser behind the context gain (Gen PPL and
+     entropy are in eval.py and textstats.py)
+  7. and 8. of method.md (the d-dimensional noise identity, the one-network KL flow
+     map) are not implemented yet.
 """
 
-import copy
 import functools
 import math
 from dataclasses import dataclass, replace
@@ -111,24 +113,31 @@ class FLMConfig:
     dropout: float = 0.0
     two_times: bool = False          # flow maps take (s, t)
     learn_loss_weight: bool = False  # w(t) of the learnable loss weighting
+    # Switches that make this network the paper's released DiT (pretrained.py turns them on).
+    # Off by default: this project's checkpoints and behaviour stay as they were.
+    ln_scale: bool = False           # LayerNorms with a learnable scale (no bias)
+    attn_softcap: float = 0.0        # > 0: attention logits c * tanh(logits / c) (paper: 50)
+    time_scale: float = 1000.0       # the time embedding reads time_scale * t (paper: 1, raw t)
+    logit_softcap: float = 0.0       # > 0: output logits c * tanh(logits / c) (paper's code: 30)
 
 
-def timestep_embedding(t, dim, max_period=10000.0):
-    """Sinusoidal embedding of t in [0, 1] (scaled by 1000, as for DiT's integer steps)."""
+def timestep_embedding(t, dim, max_period=10000.0, scale=1000.0):
+    """Sinusoidal embedding of scale * t, t in [0, 1]. scale = 1000 reads t like DiT's integer
+    steps; the paper's code reads the raw t (scale = 1), whose frequencies run 1 ... 1e-4."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
-    args = 1000.0 * t.float()[:, None] * freqs[None]
+    args = scale * t.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
 class TimeEmbedding(nn.Module):
-    def __init__(self, n_cond, freq_dim=256):
+    def __init__(self, n_cond, freq_dim=256, scale=1000.0):
         super().__init__()
-        self.freq_dim = freq_dim
+        self.freq_dim, self.scale = freq_dim, scale
         self.mlp = nn.Sequential(nn.Linear(freq_dim, n_cond), nn.SiLU(), nn.Linear(n_cond, n_cond))
 
     def forward(self, t):
-        return self.mlp(timestep_embedding(t, self.freq_dim))
+        return self.mlp(timestep_embedding(t, self.freq_dim, scale=self.scale))
 
 
 def rotary_tables(L, head_dim, base=10000.0):
@@ -148,11 +157,23 @@ def modulate(x, shift, scale):
     return x * (1 + scale) + shift
 
 
+def layer_norm(cfg):
+    """No bias either way (adaLN's shift is the bias); a learnable scale only with cfg.ln_scale,
+    so that a network without it has no LayerNorm weights in its state dict."""
+    return nn.LayerNorm(cfg.n_embd, elementwise_affine=cfg.ln_scale, bias=False)
+
+
+def softcap(x, cap):
+    """cap * tanh(x / cap): x itself for |x| << cap, never beyond +-cap."""
+    return cap * torch.tanh(x / cap)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0
         self.n_head = cfg.n_head  # no dropout on attention probabilities: it forces SDPA's slow path on CPU
+        self.softcap = cfg.attn_softcap
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.resid_dropout = nn.Dropout(cfg.dropout)
@@ -161,16 +182,20 @@ class SelfAttention(nn.Module):
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v)
+        if self.softcap > 0:  # SDPA cannot cap the logits: attend explicitly
+            att = softcap(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)), self.softcap)
+            y = att.softmax(dim=-1) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, L, C)))
 
 
 class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.n_embd, elementwise_affine=False)
+        self.ln1 = layer_norm(cfg)
         self.attn = SelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.n_embd, elementwise_affine=False)
+        self.ln2 = layer_norm(cfg)
         self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(approximate="tanh"),
                                  nn.Linear(4 * cfg.n_embd, cfg.n_embd), nn.Dropout(cfg.dropout))
         self.adaLN = nn.Linear(cfg.n_cond, 6 * cfg.n_embd)  # zero-initialised: block starts as identity
@@ -190,12 +215,13 @@ class FLM(nn.Module):
         self.cfg = cfg
         # the input layer is linear, h = x_g @ E, with no bias (method.md 7 relies on it)
         self.embed = nn.Linear(cfg.vocab_size, cfg.n_embd, bias=False)
-        self.time_embed = TimeEmbedding(cfg.n_cond)
-        # second time of a flow map, zero-initialised so a student starts as its teacher
-        self.time_embed2 = TimeEmbedding(cfg.n_cond) if cfg.two_times else None
+        self.time_embed = TimeEmbedding(cfg.n_cond, scale=cfg.time_scale)
+        # second time of a flow map (the end time t, not t - s), zero-initialised so a student
+        # starts as its teacher
+        self.time_embed2 = TimeEmbedding(cfg.n_cond, scale=cfg.time_scale) if cfg.two_times else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
-        self.ln_f = nn.LayerNorm(cfg.n_embd, elementwise_affine=False)
+        self.ln_f = layer_norm(cfg)
         self.adaLN_f = nn.Linear(cfg.n_cond, 2 * cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size)  # zero-initialised: uniform D at init
         self.loss_weight = nn.Linear(cfg.n_cond, 1) if cfg.learn_loss_weight else None
@@ -236,6 +262,8 @@ class FLM(nn.Module):
             h = block(h, c, self.rope_cos, self.rope_sin)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
         out = self.head(modulate(self.ln_f(h), shift, scale))
+        if self.cfg.logit_softcap > 0:  # the paper's code caps the logits before every softmax
+            out = softcap(out, self.cfg.logit_softcap)
         return (out, self.loss_weight(c).squeeze(-1)) if with_weight else out
 
 
@@ -246,37 +274,38 @@ def antithetic_times(B, device):
     return t[torch.randperm(B, device=device)]
 
 
-def weighted_mean(loss, w):
-    """The learnable loss weighting of method.md 3: mean of exp(-w) * loss + w over the batch.
-    Its optimum is w = log E[loss | time], so every time (or pair of times) weighs alike."""
+def learned_weighting(loss, w):
+    """The learnable loss weighting of method.md 3: the batch mean of exp(-w) * loss + w, w the
+    network's w(t) (None: the plain mean). Its optimum is w = log E[loss | time], so every time
+    (or pair of times) weighs alike. Distillation uses it."""
     return (loss if w is None else torch.exp(-w.float()) * loss + w.float()).mean()
 
 
-def flm_loss(model, x, table, K, weighted=False, t_power=1.0):
+def flm_loss(model, x, table, K):
     """The reparameterized CE loss of method.md 3 for a batch x of token ids (B, L).
-    `model` may be wrapped (DDP, compile); weighted: the learnable loss weighting (the
-    model needs learn_loss_weight).
-    t_power != 1 (not in the paper) draws t = u^t_power: more small t (> 1) or more
-    large t (< 1). On tiny Shakespeare both directions wrote fewer real words (README)."""
+    `model` may be wrapped (DDP, compile)."""
     B, L = x.shape
-    t = antithetic_times(B, x.device) ** t_power
+    t = antithetic_times(B, x.device)
     g = G(t, table)
     eps = torch.randn(B, L, K, device=x.device)
     x_g = interpolant(x, g, eps)
-    logits, w = model(x_g, t, with_weight=True) if weighted else (model(x_g, t), None)
-    ce = F.cross_entropy(logits.flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
-    return weighted_mean(ce.mean(1), w)  # per sequence, then over the batch
+    ce = F.cross_entropy(model(x_g, t).flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
+    return ce.mean(1).mean()  # per sequence, then over the batch
 
 
 # -----------------------------------------------------------------------------
 # 4. Sampling: Euler steps uniform in t (not in g)
 #     z ~ N(0, I);  z <- z + (g' - g) * (D(z, t) - z) / (1 - g);  last step: argmax D
 # `denoiser(z, t) -> logits` is any function: the network, or an exact denoiser.
+# With eta = 0 and no prompt, euler_sample is method.md 4 exactly.
+#
+# ---- not in the paper: prompting by replacement and fresh noise ----
 # Prompting by replacement: at every step the known positions of z are set to
 # their exact interpolant (1 - g) eps_i + g e_{x_i}, with eps_i fixed for the run.
+# A heuristic: with the exact denoiser of a toy distribution it moves the continuation
+# most of the way, not all the way, to the true conditional (tested).
 #
-# Fresh noise (not in the paper; eta = 0, the default here, is method.md 4 exactly).
-# After an Euler step the state is z = g' D + (1 - g') eps_hat, with eps_hat = (z - g' D) / (1 - g')
+# Fresh noise: after an Euler step the state is z = g' D + (1 - g') eps_hat, with eps_hat = (z - g' D) / (1 - g')
 # the noise the model believes is in z. With eta > 0 a share of that noise is redrawn:
 #     z <- g' D + (1 - g') * (sqrt(1 - eta^2) * eps_hat + eta * xi),   xi ~ N(0, I)
 # which keeps the state at noise level g' but lets later, better-informed steps revise
@@ -295,6 +324,7 @@ def refresh_noise(z, D, g, eta, generator=None):
 def keep_known(z, x_known, known, eps_known, g):
     """Prompting by replacement: known positions of z <- their exact interpolant at level g."""
     return z if known is None else torch.where(known[..., None], interpolant(x_known, g, eps_known), z)
+# ---- end of what is not in the paper ----
 
 
 @torch.no_grad()
@@ -325,7 +355,7 @@ def euler_sample(denoiser, table, shape, steps, x_known=None, known=None, genera
 # 5. Flow-map distillation (FMLM)
 # A flow map X_{s,t}(x) jumps from time s to time t (s < t) along the FLM's ODE in one
 # evaluation; with Delta = G(t) - G(s). Pairs (s, t) per sequence: d ~ U(0, 1), s ~ U(0, 1 - d),
-# t = s + d, and with probability 1 / boundary_prob the whole way, s = 0 and t = 1.
+# t = s + d, and once in `boundary_every` pairs (on average) the whole way, s = 0 and t = 1.
 #
 # Stage 1 (semigroup self-distillation): a two-time residual network r_phi(x, s, t), raw
 # outputs in R^K, corrects the frozen teacher's Euler step to second order,
@@ -338,11 +368,12 @@ def euler_sample(denoiser, table, shape, steps, x_known=None, known=None, genera
 #     Y_{s,t}(x) = x + Delta * (softmax(h_psi(x, s, t)) - x) / (1 - g_s),
 # trained to match stage 1's X_{s,t}: one pass per jump, and with one jump, one-step text.
 
-def flow_map_times(B, device, boundary_prob):
-    """(s, u, t) of method.md 5 for B sequences: u = (s + t) / 2; the boundary (0, 1) w.p. 1/boundary_prob."""
+def flow_map_times(B, device, boundary_every):
+    """(s, u, t) of method.md 5 for B sequences, u = (s + t) / 2; the boundary pair (0, 1) has
+    probability 1 / boundary_every (method.md: 1/64 for stage 1, 1/128 for stage 2)."""
     d = torch.rand(B, device=device).clamp(min=1e-6)
     s = torch.rand(B, device=device) * (1 - d)
-    boundary = torch.rand(B, device=device) < 1 / boundary_prob
+    boundary = torch.rand(B, device=device) < 1 / boundary_every
     s, d = torch.where(boundary, 0.0, s), torch.where(boundary, 1.0, d)
     return s, s + d / 2, (s + d).clamp(max=1)
 
@@ -356,20 +387,21 @@ def stage1_flow_map(D_T, r, x, g_s, g_t):
 def semigroup_target(x_s, g_s, g_u, g_t, D_s, r_su, D_u, r_ut):
     """Stage 1's target: two half jumps s -> u -> t, as the average velocity vbar in denoiser units.
     D_s = D_T(x_s, s), r_su = r_phi(x_s, s, u), and at x_u = X_{s,u}(x_s): D_u = D_T(x_u, u),
-    r_ut = r_phi(x_u, u, t). The coefficient of x_s is 0 (method.md 7c)."""
-    D1, D2 = g_u - g_s, g_t - g_u
+    r_ut = r_phi(x_u, u, t). The coefficient of x_s is 0 (method.md 7c).
+    dg1, dg2 are method.md's level steps D1 = g_u - g_s and D2 = g_t - g_u (not denoisers)."""
+    dg1, dg2 = g_u - g_s, g_t - g_u
     v_s = velocity(D_s, x_s, g_s)
-    x_u = x_s + D1 * v_s + 0.5 * D1 ** 2 * r_su
+    x_u = x_s + dg1 * v_s + 0.5 * dg1 ** 2 * r_su
     v_u = velocity(D_u, x_u, g_u)
-    vbar = (D1 * (v_s + D1 / 2 * r_su) + D2 * (v_u + D2 / 2 * r_ut)) / (D1 + D2)
+    vbar = (dg1 * (v_s + dg1 / 2 * r_su) + dg2 * (v_u + dg2 / 2 * r_ut)) / (dg1 + dg2)
     return x_s + (1 - g_s) * vbar
 
 
-def stage1_loss(student, teacher, x, table, K, boundary_prob=64, weighted=True):
+def stage1_loss(student, teacher, x, table, K, boundary_every=64, weighted=True):
     """method.md 5, stage 1: K * mean over K of (target - pred)^2 per token, for token ids x (B, L).
     `student` is r_phi (may be wrapped by DDP), `teacher` the frozen FLM."""
     B, L = x.shape
-    s, u, t = flow_map_times(B, x.device, boundary_prob)
+    s, u, t = flow_map_times(B, x.device, boundary_every)
     g_s, g_u, g_t = (G(v, table)[:, None, None] for v in (s, u, t))
     x_s = interpolant(x, g_s[:, 0, 0], torch.randn(B, L, K, device=x.device))
     with torch.no_grad():
@@ -382,7 +414,7 @@ def stage1_loss(student, teacher, x, table, K, boundary_prob=64, weighted=True):
     r, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
     pred = D_s + 0.5 * (g_t - g_s) * (1 - g_s) * r.float()
     loss = K * (target - pred).pow(2).mean(-1)  # per token: the sum over the K coordinates
-    return weighted_mean(loss.mean(1), w)
+    return learned_weighting(loss.mean(1), w)
 
 
 def flow_map_gap(D_T, r, D_psi, g_s, g_t):
@@ -392,11 +424,11 @@ def flow_map_gap(D_T, r, D_psi, g_s, g_t):
     return Delta / (1 - g_s) * (D_T + 0.5 * Delta * (1 - g_s) * r - D_psi)
 
 
-def stage2_loss(student, teacher, residual, x, table, K, boundary_prob=128, weighted=True):
+def stage2_loss(student, teacher, residual, x, table, K, boundary_every=128, weighted=True):
     """method.md 5, stage 2: K * mean over K of (X_{s,t}(x_s) - Y_{s,t}(x_s))^2 per token.
     `student` is h_psi; `teacher` and `residual` (stage 1's r_phi) are frozen."""
     B, L = x.shape
-    s, _, t = flow_map_times(B, x.device, boundary_prob)
+    s, _, t = flow_map_times(B, x.device, boundary_every)
     g_s, g_t = G(s, table)[:, None, None], G(t, table)[:, None, None]
     x_s = interpolant(x, g_s[:, 0, 0], torch.randn(B, L, K, device=x.device))
     with torch.no_grad():
@@ -404,7 +436,7 @@ def stage2_loss(student, teacher, residual, x, table, K, boundary_prob=128, weig
         r = residual(x_s, s, t).float()
     h, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
     loss = K * flow_map_gap(D_T, r, torch.softmax(h.float(), -1), g_s, g_t).pow(2).mean(-1)
-    return weighted_mean(loss.mean(1), w)
+    return learned_weighting(loss.mean(1), w)
 
 
 def flow_map_student(teacher, stage):
@@ -441,21 +473,7 @@ def stage1_sample(teacher, residual, table, shape, steps, x_known=None, known=No
     return x if known is None else torch.where(known, x_known, x)
 
 # -----------------------------------------------------------------------------
-# EMA of weights, and the per-token Bayes denoiser (the no-context baseline)
-
-def ema_copy(model):
-    ema = copy.deepcopy(model).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    return ema
-
-
-@torch.no_grad()
-def ema_update(ema, model, decay):
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
-    ema_p, model_p = list(ema.parameters()), list(model.parameters())
-    torch._foreach_lerp_(ema_p, model_p, 1.0 - decay)
-
+# 6. Evaluation: how much a model uses context. Gen PPL and entropy are eval.py's.
 
 def unigram_denoiser_logits(x_g, g, log_pi):
     """The Bayes denoiser of a model that ignores all other positions: tokens i.i.d. with

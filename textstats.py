@@ -48,3 +48,18 @@ def report(name, figures, reference):
     return (f"{name}: valid words {100 * figures['valid_words']:.1f}% (real text "
             f"{100 * reference['valid_words']:.1f}%), unigram entropy {figures['entropy']:.3f} nats "
             f"(real text {reference['entropy']:.3f}, ratio {ratio:.3f})")
+
+
+def sample_figures(ids, reference_ids, decode, words=None):
+    """A flow map's samples (ids, B x L) against a reference sampler's from the same noise: unigram
+    entropy, agreement (the share of positions with the same token) and, for character data
+    (words: the training text's), the valid-word fraction."""
+    out = {'entropy': mean_unigram_entropy(ids.tolist()), 'agreement': (ids == reference_ids).float().mean().item()}
+    if words is not None:
+        out['valid_words'] = valid_word_fraction([decode(s) for s in ids.tolist()], words)
+    return out
+
+
+def figures_text(f):
+    vw = f"valid words {100 * f['valid_words']:.1f}%, " if 'valid_words' in f else ''
+    return f"{vw}entropy {f['entropy']:.3f}, agreement {100 * f['agreement']:.1f}%"

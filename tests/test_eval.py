@@ -1,5 +1,7 @@
-"""The baselines through train.py and sample.py, and eval.py's judges and NFE sweep, end to end
-on a tiny character dataset."""
+"""The baselines through train.py and sample.py, eval.py's judges, sweep.py's NFE sweep and bench.py,
+end to end on a tiny character dataset: Gen PPL against the judge's NLL computed by hand (an AR
+checkpoint; a tiny random GPT-2 of transformers), samples files and options checked, a sweep that
+writes its table and plot and reuses its samples, a bench that times every method."""
 import json
 import math
 import os
@@ -20,11 +22,11 @@ def runs(tmp_path_factory, char_dataset):
     cwd = tmp_path_factory.mktemp("baselines")
     common = [f'--dataset={char_dataset}', '--eval_interval=4', '--lr_decay_iters=8']
     out = {}
-    for name, args in (('ar', ['--model=ar', '--max_iters=8']), ('mdlm', ['--model=mdlm', '--max_iters=8']),
-                       ('mdlm-split', ['--model=mdlm', '--max_iters=4']), ('flm', ['--max_iters=4'])):
+    for name, args in (('ar', ['--kind=ar', '--max_iters=8']), ('mdlm', ['--kind=mdlm', '--max_iters=8']),
+                       ('mdlm-split', ['--kind=mdlm', '--max_iters=4']), ('flm', ['--max_iters=4'])):
         out[name] = train(cwd, *common, *args, f'--out_dir={name}')
         assert out[name].returncode == 0, out[name].stderr
-    out['mdlm-resumed'] = train(cwd, *common, '--model=mdlm', '--max_iters=8', '--out_dir=mdlm-split',
+    out['mdlm-resumed'] = train(cwd, *common, '--kind=mdlm', '--max_iters=8', '--out_dir=mdlm-split',
                                 '--init_from=resume')
     assert out['mdlm-resumed'].returncode == 0, out['mdlm-resumed'].stderr
     return cwd, out
@@ -44,8 +46,8 @@ def test_baselines_train_and_log_and_a_resumed_mdlm_run_continues_exactly(runs):
 
 
 @pytest.mark.parametrize("args, words", [
-    (['--model=gpt'], ['--model', 'flm', 'ar', 'mdlm']),
-    (['--model=ar', '--distill=stage1', '--teacher=flm/ckpt.pt'], ['--distill', 'ar']),
+    (['--kind=gpt'], ['--kind', 'flm', 'stage1', 'ar', 'mdlm']),
+    (['--kind=ar', '--teacher=flm/ckpt.pt'], ['--teacher', 'stage1', 'ar']),
 ])
 def test_train_refuses_a_bad_model(runs, char_dataset, args, words):
     cwd, _ = runs
@@ -131,18 +133,20 @@ def test_eval_bad_input(runs):
     assert_one_line_error(run_script('eval.py', '--samples=m.json', cwd=cwd), '--judge')
     assert_one_line_error(run_script('eval.py', '--samples=m.json', '--judge=mdlm/ckpt.pt', cwd=cwd), 'AR', 'mdlm')
     assert_one_line_error(run_script('eval.py', '--samples=nothing.json', '--judge=ar/ckpt.pt', cwd=cwd), 'nothing.json')
-    assert_one_line_error(run_script('eval.py', '--sweep=True', '--judge=ar/ckpt.pt', '--ar_ckpt=ar/ckpt.pt',
+    assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=ar/ckpt.pt',
                                      '--mdlm_ckpt=', '--flm_ckpt=', '--fmlm_ckpt=fm/ckpt.pt', cwd=cwd), 'FMLM', 'fm/ckpt.pt')
-    assert_one_line_error(run_script('eval.py', '--sweep=True', '--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=',
-                                     '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', '--flm_steps=0', cwd=cwd), 'flm_steps')
+    for steps in ('0', '-4', '2.5', '1,,2', 'x'):  # step lists are parsed strictly
+        assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=',
+                                         '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', f'--flm_steps={steps}', cwd=cwd),
+                              'flm_steps')
 
 
 def test_sweep_writes_table_and_plot_and_reuses_samples(runs):
     cwd, _ = runs
-    args = ['--sweep=True', '--judge=ar/ckpt.pt', '--out_dir=sw', '--ar_ckpt=ar/ckpt.pt', '--mdlm_ckpt=mdlm/ckpt.pt',
+    args = ['--judge=ar/ckpt.pt', '--out_dir=sw', '--ar_ckpt=ar/ckpt.pt', '--mdlm_ckpt=mdlm/ckpt.pt',
             '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', '--flm_steps=1,2', '--mdlm_steps=2', '--num_samples=4',
             '--batch_size=2']
-    r = run_script('eval.py', *args, cwd=cwd)
+    r = run_script('sweep.py', *args, cwd=cwd)
     assert r.returncode == 0, r.stderr
     table = (cwd / 'sw' / 'sweep.md').read_text()
     for row in ('| AR | - | 32 |', '| MDLM | 2 | 2 |', '| FLM | 1 | 1 |', '| FLM | 2 | 2 |', '| real text |'):
@@ -153,7 +157,7 @@ def test_sweep_writes_table_and_plot_and_reuses_samples(runs):
                for r in rows)
     # a second run judges the same files again, and samples nothing
     stamps = {f: os.path.getmtime(cwd / 'sw' / 'samples' / f) for f in os.listdir(cwd / 'sw' / 'samples')}
-    again = run_script('eval.py', *args, cwd=cwd)
+    again = run_script('sweep.py', *args, cwd=cwd)
     assert again.returncode == 0, again.stderr
     assert stamps == {f: os.path.getmtime(cwd / 'sw' / 'samples' / f) for f in os.listdir(cwd / 'sw' / 'samples')}
     assert (cwd / 'sw' / 'sweep.md').read_text() == table

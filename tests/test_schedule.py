@@ -1,4 +1,6 @@
-"""The time reparameterization g = G(t), G = A^-1 (method.md 2)."""
+"""The time reparameterization g = G(t), G = A^-1 (method.md 2): A is monotone from 0 to 1, matches
+a closed form (K = 2) and Monte Carlo, G inverts it within 1e-3 for K = 2, 65 and 50257, rises
+later for a larger vocabulary, and is read off its table by linear interpolation."""
 import pytest
 import torch
 

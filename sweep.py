@@ -1,0 +1,134 @@
+"""
+The NFE sweep: sample each method at each step count (sample.py), judge every samples file
+(eval.py), and write a table (sweep.md, sweep.json) and a plot of Gen PPL and entropy against
+seconds per sample (sweep.png, plot_eval.py) to --out_dir. Samples files already there from
+the same sample.py command and an unchanged checkpoint are reused, so an interrupted sweep
+picks up where it stopped.
+
+$ python sweep.py --judge=out-shakespeare-char-judge/ckpt.pt
+$ python sweep.py --judge=... --flm_steps=8,64 --fmlm_ckpt='' --mdlm_steps=8
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import dataset as data
+import kinds
+import textstats
+from configurator import configure, die, int_list, system
+from eval import judge_file, judge_samples, load_judge
+from plot_eval import plot_sweep
+
+# -----------------------------------------------------------------------------
+judge = ''                # an AR checkpoint (train.py --kind=ar), or a transformers GPT-2 name or folder
+out_dir = 'sweep-shakespeare-char'
+flm_ckpt = 'out-shakespeare-char/ckpt.pt'        # each method's checkpoint; '' leaves it out
+fmlm_ckpt = 'out-shakespeare-char-fm2/ckpt.pt'
+mdlm_ckpt = 'out-shakespeare-char-mdlm/ckpt.pt'
+ar_ckpt = 'out-shakespeare-char-ar/ckpt.pt'
+flm_steps = '1,2,4,8,16,32,64,128,256,1024'    # (512 left out: ~5 CPU minutes each for FLM and MDLM)
+fmlm_steps = '1,2,4,8'
+mdlm_steps = '8,16,32,64,128,256,1024'
+flm_eta = -1.0            # sample.py's --eta for the FLM (-1: its default)
+num_samples = 64
+batch_size = 64           # samples generated at once: seconds per sample at this batch
+judge_batch = 16
+seed = 1337
+device = 'auto'
+# -----------------------------------------------------------------------------
+config = configure({k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))},
+                   sys.argv[1:])
+globals().update(config)
+if not judge:
+    die("--judge is required: an AR checkpoint (python train.py --kind=ar) or a GPT-2 name such as gpt2-large")
+if min(num_samples, batch_size, judge_batch) < 1:
+    die(f"--num_samples, --batch_size and --judge_batch must be >= 1")
+device = system(device, 'float32')[0]
+here = os.path.dirname(os.path.abspath(__file__))
+runs = []  # (method, checkpoint, steps)
+for method, path, key in (('AR', ar_ckpt, None), ('MDLM', mdlm_ckpt, 'mdlm_steps'),
+                          ('FLM', flm_ckpt, 'flm_steps'), ('FMLM', fmlm_ckpt, 'fmlm_steps')):
+    if not path:
+        continue
+    if not os.path.isfile(path):
+        die(f"no {method} checkpoint at {path}; train it (README) or leave it out with --{method.lower()}_ckpt=''")
+    runs += [(method, path, s) for s in ([0] if key is None else int_list(config[key], key))]
+if not runs:
+    die("every checkpoint is left out: nothing to sweep")
+the_judge = load_judge(judge, device)
+os.makedirs(os.path.join(out_dir, 'samples'), exist_ok=True)
+
+
+def sample_file(name, path, steps, eta):
+    """The samples file of one setting, made by sample.py unless the same command already made it."""
+    out = os.path.join(out_dir, 'samples', f'{name}.json')
+    index_path = os.path.join(out_dir, 'samples', 'index.json')  # name -> the command of its file
+    index = json.load(open(index_path)) if os.path.isfile(index_path) else {}
+    args = [os.path.join(here, 'sample.py'), f'--ckpt={path}', f'--steps={steps}', f'--num_samples={num_samples}',
+            f'--batch_size={batch_size}', f'--seed={seed}', f'--out={out}', '--stats=False', f'--device={device}']
+    if eta != -1:
+        args.append(f'--eta={eta}')
+    record = {'args': args, 'ckpt_mtime': os.path.getmtime(path)}  # a retrained checkpoint is sampled again
+    if not (os.path.isfile(out) and index.get(name) == record):
+        proc = subprocess.run([sys.executable] + args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            die(f"sampling {name} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        index[name] = record
+        with open(index_path, 'w') as f:
+            json.dump(index, f, indent=1)
+    return out
+
+
+# the data the checkpoints were trained on: real text for reference; for character data, its words
+ckpt = kinds.load_checkpoint(runs[0][1], f'--{runs[0][0].lower()}_ckpt')
+data_dir, L, itos = data.folder(ckpt['config']['dataset']), ckpt['model_args']['block_size'], ckpt['meta'].get('itos')
+have_data = os.path.isfile(os.path.join(data_dir, 'val.bin'))
+words = textstats.char_data_stats(data_dir, itos, L)[0] if have_data and itos else None
+rows = []
+for method, path, steps in runs:
+    name = f"{method.lower()}-{steps}" if steps else method.lower()
+    r = judge_file(the_judge, sample_file(name, path, steps, flm_eta if method == 'FLM' else -1), judge_batch, device)
+    if words is not None:
+        r['valid_words'] = textstats.valid_word_fraction(r['texts'], words)
+    nfe = 2 * steps if r['settings'].get('kind') == 'stage1' else r['settings'].get('steps', steps)
+    rows.append({'method': method, 'steps': steps or None, 'nfe': nfe, 'gen_ppl': r['gen_ppl'],
+                 'entropy': r['entropy'], 'seconds_per_sample': r['seconds_per_sample'],
+                 'eta': r['settings'].get('eta') if method == 'FLM' else None, 'valid_words': r.get('valid_words')})
+    print(f"{name}: Gen PPL {r['gen_ppl']:.2f}, entropy {r['entropy']:.3f}, "
+          f"{r['seconds_per_sample']:.4f} s per sample", flush=True)
+
+# the real text: validation chunks of the same length, under the same judge
+reference = None
+if have_data:
+    val = data.split(data_dir, 'val')
+    starts = np.random.default_rng(seed).integers(0, len(val) - L, num_samples)
+    chunks = [val[s:s + L].tolist() for s in starts]
+    texts = [''.join(itos[i] for i in c) for c in chunks] if itos else [''] * len(chunks)
+    reference = {**judge_samples(the_judge, texts, chunks, judge_batch, device),
+                 'valid_words': textstats.valid_word_fraction(texts, words) if words is not None else None}
+    print(f"real text: Gen PPL {reference['gen_ppl']:.2f}, entropy {reference['entropy']:.3f}")
+
+with open(os.path.join(out_dir, 'sweep.json'), 'w') as f:
+    json.dump({'rows': rows, 'reference': reference, 'judge': judge, 'config': config, 'device': device}, f, indent=1)
+
+
+def percent(f):
+    return '-' if f is None else f"{100 * f:.1f}%"
+
+
+lines = [f"Judge: {judge}. {num_samples} samples of {L} tokens per row, generated {batch_size} at a time.", '',
+         '| method | steps | NFE | Gen PPL | entropy | valid words | s per sample |',
+         '| --- | --- | --- | --- | --- | --- | --- |']
+lines += [f"| {r['method']} | {r['steps'] or '-'} | {r['nfe']} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | "
+          f"{percent(r['valid_words'])} | {r['seconds_per_sample']:.4f} |" for r in rows]
+if reference:
+    lines.append(f"| real text | | | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} | "
+                 f"{percent(reference['valid_words'])} | |")
+with open(os.path.join(out_dir, 'sweep.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+print('\n'.join(lines))
+plot_sweep(os.path.join(out_dir, 'sweep.json'), os.path.join(out_dir, 'sweep.png'))
