@@ -83,6 +83,16 @@ def check_splits(path, vocab_size, block_size):
     return counts
 
 
+def gpt2_encoding():
+    """GPT-2's BPE from tiktoken, which downloads it once and caches it."""
+    import tiktoken
+    try:
+        return tiktoken.get_encoding('gpt2')
+    except Exception as e:
+        die(f"cannot load GPT-2's BPE through tiktoken (offline, point TIKTOKEN_CACHE_DIR at a cache of it): "
+            f"{type(e).__name__}")
+
+
 def codec(meta):
     """(encode, decode) between text and token ids for a dataset's vocabulary."""
     if 'itos' in meta:
@@ -94,8 +104,7 @@ def codec(meta):
                 die(f"the text has characters outside the vocabulary: {''.join(unknown)!r}")
             return [stoi[c] for c in text]
         return encode, lambda ids: ''.join(itos[i] for i in ids)
-    import tiktoken
-    enc = tiktoken.get_encoding('gpt2')
+    enc = gpt2_encoding()
     return (lambda text: enc.encode(text, allowed_special={'<|endoftext|>'})), enc.decode
 
 

@@ -11,8 +11,9 @@ One file, read top to bottom; its sections are docs/method.md's:
      h_psi), and their few-step and one-step samplers
   6. evaluation: the per-token Bayes denoiser behind the context gain (Gen PPL and
      entropy are in eval.py and textstats.py)
-  7. and 8. of method.md (the d-dimensional noise identity, the one-network KL flow
-     map) are not implemented yet.
+  7. of method.md (the d-dimensional noise identity) is not implemented yet
+  8. one network, a KL semigroup target: the flow map h_psi distilled in one stage, with targets
+     on the simplex; its sampler is stage 2's
 """
 
 import functools
@@ -112,7 +113,7 @@ class FLMConfig:
     n_cond: int = 128       # width of the time conditioning
     dropout: float = 0.0
     two_times: bool = False          # flow maps take (s, t)
-    learn_loss_weight: bool = False  # w(t) of the learnable loss weighting
+    learn_loss_weight: int = 0       # the learnable loss weighting: 0 none, 1 w(s), 2 w(s, t)
     # Switches that make this network the paper's released DiT (pretrained.py turns them on).
     # Off by default: this project's checkpoints and behaviour stay as they were.
     ln_scale: bool = False           # LayerNorms with a learnable scale (no bias)
@@ -138,6 +139,25 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t):
         return self.mlp(timestep_embedding(t, self.freq_dim, scale=self.scale))
+
+
+class LossWeight(nn.Module):
+    """w of the learnable loss weighting (method.md 3). As in the paper's code it reads the times
+    alone, through its own sinusoidal embedding and small MLP, not the network's shared conditioning:
+    w(s) of the first time (cfg.learn_loss_weight = 1), or w(s, t) of both (= 2). The last layer is
+    zero-initialised, so w = 0 at the start."""
+
+    def __init__(self, cfg, hidden=128):
+        super().__init__()
+        self.embed_s = TimeEmbedding(cfg.n_cond, scale=cfg.time_scale)
+        self.embed_t = TimeEmbedding(cfg.n_cond, scale=cfg.time_scale) if cfg.learn_loss_weight == 2 else None
+        self.mlp = nn.Sequential(nn.Linear(cfg.n_cond, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, s, t=None):
+        e = self.embed_s(s)
+        if self.embed_t is not None:
+            e = e + self.embed_t(t)
+        return self.mlp(e).squeeze(-1)
 
 
 def rotary_tables(L, head_dim, base=10000.0):
@@ -224,12 +244,13 @@ class FLM(nn.Module):
         self.ln_f = layer_norm(cfg)
         self.adaLN_f = nn.Linear(cfg.n_cond, 2 * cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size)  # zero-initialised: uniform D at init
-        self.loss_weight = nn.Linear(cfg.n_cond, 1) if cfg.learn_loss_weight else None
+        self.loss_weight = LossWeight(cfg) if cfg.learn_loss_weight else None
         cos, sin = rotary_tables(cfg.block_size, cfg.n_embd // cfg.n_head)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
-        for m in [*(b.adaLN for b in self.blocks), self.adaLN_f, self.head, self.loss_weight,
+        for m in [*(b.adaLN for b in self.blocks), self.adaLN_f, self.head,
+                  self.loss_weight.mlp[-1] if self.loss_weight is not None else None,
                   self.time_embed2.mlp[-1] if self.time_embed2 is not None else None]:
             if m is not None:
                 nn.init.zeros_(m.weight)
@@ -253,8 +274,9 @@ class FLM(nn.Module):
 
     def forward(self, x_g, t, t2=None, with_weight=False):
         """x_g: (B, L, K) points in R^K; t: (B,) model times in [0, 1] (and t2, a flow map's
-        second time). with_weight: also return w(t[, t2]) of the learnable loss weighting, computed
-        inside forward so that DDP sees every parameter used in the one forward call."""
+        second time). with_weight: also return w of the learnable loss weighting (LossWeight: it reads
+        t, and t2 where it takes both), computed inside forward so that DDP sees every parameter used in
+        the one forward call."""
         assert x_g.size(1) <= self.cfg.block_size, "sequence longer than block_size"
         c = self.cond(t, t2)
         h = self.drop(self.embed(x_g))
@@ -264,7 +286,7 @@ class FLM(nn.Module):
         out = self.head(modulate(self.ln_f(h), shift, scale))
         if self.cfg.logit_softcap > 0:  # the paper's code caps the logits before every softmax
             out = softcap(out, self.cfg.logit_softcap)
-        return (out, self.loss_weight(c).squeeze(-1)) if with_weight else out
+        return (out, self.loss_weight(t, t2)) if with_weight else out
 
 
 def antithetic_times(B, device):
@@ -276,8 +298,8 @@ def antithetic_times(B, device):
 
 def learned_weighting(loss, w):
     """The learnable loss weighting of method.md 3: the batch mean of exp(-w) * loss + w, w the
-    network's w(t) (None: the plain mean). Its optimum is w = log E[loss | time], so every time
-    (or pair of times) weighs alike. Distillation uses it."""
+    network's LossWeight (None: the plain mean). Its optimum is w = log E[loss | time], so every time
+    (or pair of times) weighs alike. Distillation uses it: stage 1 by default, the others optionally."""
     return (loss if w is None else torch.exp(-w.float()) * loss + w.float()).mean()
 
 
@@ -370,7 +392,7 @@ def euler_sample(denoiser, table, shape, steps, x_known=None, known=None, genera
 
 def flow_map_times(B, device, boundary_every):
     """(s, u, t) of method.md 5 for B sequences, u = (s + t) / 2; the boundary pair (0, 1) has
-    probability 1 / boundary_every (method.md: 1/64 for stage 1, 1/128 for stage 2)."""
+    probability 1 / boundary_every (method.md: 1/64 for stage 1 and section 8, 1/128 for stage 2)."""
     d = torch.rand(B, device=device).clamp(min=1e-6)
     s = torch.rand(B, device=device) * (1 - d)
     boundary = torch.rand(B, device=device) < 1 / boundary_every
@@ -424,9 +446,10 @@ def flow_map_gap(D_T, r, D_psi, g_s, g_t):
     return Delta / (1 - g_s) * (D_T + 0.5 * Delta * (1 - g_s) * r - D_psi)
 
 
-def stage2_loss(student, teacher, residual, x, table, K, boundary_every=128, weighted=True):
+def stage2_loss(student, teacher, residual, x, table, K, boundary_every=128, weighted=False):
     """method.md 5, stage 2: K * mean over K of (X_{s,t}(x_s) - Y_{s,t}(x_s))^2 per token.
-    `student` is h_psi; `teacher` and `residual` (stage 1's r_phi) are frozen."""
+    `student` is h_psi; `teacher` and `residual` (stage 1's r_phi) are frozen. Unweighted by default, as in
+    the paper's code."""
     B, L = x.shape
     s, _, t = flow_map_times(B, x.device, boundary_every)
     g_s, g_t = G(s, table)[:, None, None], G(t, table)[:, None, None]
@@ -440,17 +463,19 @@ def stage2_loss(student, teacher, residual, x, table, K, boundary_every=128, wei
 
 
 def flow_map_student(teacher, stage):
-    """A two-time student made from an FLM teacher (with the learnable loss weighting):
-    stage 1's r_phi has a zeroed output layer (r = 0: X is the teacher's Euler step);
-    stage 2's h_psi keeps the teacher's, and starts as the teacher's denoiser."""
-    student = FLM(replace(teacher.cfg, two_times=True, learn_loss_weight=True))
-    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    """A two-time student made from an FLM teacher, with a learnable loss weighting's w (used or not):
+    stage 1's r_phi has its whole output layer zeroed, the head and its adaLN modulation, as the paper's
+    code does (r = 0: X is the teacher's Euler step), and a w(s) of the first time only;
+    stage 2's h_psi (section 8's too) keeps the teacher's, starts as the teacher's denoiser, and has a w(s, t)."""
+    student = FLM(replace(teacher.cfg, two_times=True, learn_loss_weight=stage))
+    weights = {k: v for k, v in teacher.state_dict().items() if not k.startswith("loss_weight.")}
+    missing, unexpected = student.load_state_dict(weights, strict=False)
     # the second time embedding and w stay zero-initialised; nothing else may be missing
-    assert all(k.startswith(("time_embed2.", "loss_weight.")) for k in missing), missing
-    assert all(k.startswith("loss_weight.") for k in unexpected), unexpected
+    assert all(k.startswith(("time_embed2.", "loss_weight.")) for k in missing) and not unexpected, (missing, unexpected)
     if stage == 1:
-        nn.init.zeros_(student.head.weight)
-        nn.init.zeros_(student.head.bias)
+        for m in (student.adaLN_f, student.head):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
     return student.to(next(teacher.parameters()).device)
 
 
@@ -480,3 +505,69 @@ def unigram_denoiser_logits(x_g, g, log_pi):
     frequencies pi, so p(x | x_g) is prop. to pi_x * exp(g / (1 - g)^2 * (x_g)_x)."""
     g = g.to(x_g.dtype)[:, None, None]
     return log_pi.to(x_g.dtype) + g / (1 - g) ** 2 * x_g
+
+# -----------------------------------------------------------------------------
+# 8. One network, a KL semigroup target (method.md 8, the paper's later recipe)
+# One two-time network h_psi, distilled from the FLM in one stage. Its flow map is parametrised by a
+# two-time denoiser delta_{s,t}(x) = softmax(h_psi(x, s, t)):
+#     X_{s,t}(x) = (1 - g_t)/(1 - g_s) * x + (g_t - g_s)/(1 - g_s) * delta_{s,t}(x)
+#                = x + (g_t - g_s) * (delta_{s,t}(x) - x) / (1 - g_s)
+# The second line is an Euler step with delta in place of D (stage 2's Y), so euler_sample(flow_map=True)
+# of section 4, whose step is z + (g' - g) * velocity(softmax(h_psi(z, t_i, t_i+1)), z, g), is already
+# this flow map's sampler: one jump per step, argmax(delta) at the last. X_{s,s} = x, X_{s,1} = delta_{s,1}.
+# Semigroup: X_{s,t} = X_{u,t}(X_{s,u}) for s <= u <= t holds exactly when (the x terms cancel)
+#     delta_{s,t}(x) = gamma * delta_{s,u}(x) + (1 - gamma) * delta_{u,t}(X_{s,u}(x)),
+# a mixture of two distributions: targets and predictions stay on the simplex, and are compared by KL.
+# Diagonal samples (s = t) anchor delta_{t,t} to the teacher's denoiser, so that small jumps follow
+# the FLM's flow; jumps learn one jump s -> t from the student's own two half jumps s -> u -> t.
+
+def semigroup_weights(g_s, g_u, g_t):
+    """(gamma, 1 - gamma) of method.md 8, for levels g_s <= g_u <= g_t:
+        gamma     = (1 - g_t)(g_u - g_s) / ((1 - g_u)(g_t - g_s))
+        1 - gamma = (1 - g_s)(g_t - g_u) / ((1 - g_u)(g_t - g_s))
+    The two numerators are >= 0 and add up to the common denominator, so each weight is computed as
+    its numerator over their sum: both in [0, 1], summing to 1. Where the three levels coincide in
+    floating point (a diagonal sample, u = s = t; a tiny d; or where the G table is flat) there is
+    no jump to split: 1/2 each, which keeps the target on the simplex."""
+    a, b = (1 - g_t) * (g_u - g_s), (1 - g_s) * (g_t - g_u)
+    total = a + b
+    flat = total <= 0
+    total = torch.where(flat, torch.ones_like(total), total)
+    return torch.where(flat, 0.5, a / total), torch.where(flat, 0.5, b / total)
+
+
+def kl_to(target, logits):
+    """KL(target || softmax(logits)) per position, summed over the vocabulary, as CE(target, logits) - H(target).
+    H has no gradient (the gradient is soft-target CE's); it makes the loss 0 where the two agree."""
+    ce = -(target * torch.log_softmax(logits, -1)).sum(-1)
+    return ce + torch.xlogy(target, target).sum(-1)
+
+
+def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_share=0.5, weighted=False):
+    """method.md 8 for token ids x (B, L). Per sequence, with probability diagonal_share a diagonal
+    sample, KL(D_T(x_t, t) || delta_{t,t}(x_t)) with t ~ U(0, 1); else a jump s < u = s + d/2 < t
+    (flow_map_times: the boundary (0, 1/2, 1) once in boundary_every), KL(gamma a + (1 - gamma) b ||
+    delta_{s,t}(x_s)) with a = delta_{s,u}(x_s) and b = delta_{u,t}(X_{s,u}(x_s)) from the student itself
+    (its online weights), without gradient. The KL is summed over the vocabulary and averaged over
+    positions, then sequences, as in flm_loss and the stage losses (method.md 8 sums over positions: the
+    same up to the factor L, which would change what the learning rate and grad_clip mean).
+    `student` is h_psi (may be wrapped by DDP), `teacher` the frozen FLM."""
+    B, L = x.shape
+    s, u, t = flow_map_times(B, x.device, boundary_every)
+    # a diagonal sample is the triple (t, t, t): it takes the same passes as a jump (X_{s,u} = x_s) and
+    # keeps the teacher's target. The whole batch goes through every pass (fixed shapes for compile
+    # and DDP): a jump's D_T and a diagonal sample's a and b are computed and dropped.
+    diagonal = torch.rand(B, device=x.device) < diagonal_share
+    t_diag = torch.rand(B, device=x.device)
+    s, u, t = (torch.where(diagonal, t_diag, v) for v in (s, u, t))
+    g_s, g_u, g_t = (G(v, table)[:, None, None] for v in (s, u, t))
+    x_s = interpolant(x, g_s[:, 0, 0], torch.randn(B, L, K, device=x.device))
+    with torch.no_grad():
+        a = torch.softmax(student(x_s, s, u).float(), -1)   # delta_{s,u}(x_s)
+        x_u = x_s + (g_u - g_s) * velocity(a, x_s, g_s)     # X_{s,u}(x_s), in the Euler step's form
+        b = torch.softmax(student(x_u, u, t).float(), -1)   # delta_{u,t}(X_{s,u}(x_s))
+        gamma, gamma_bar = semigroup_weights(g_s, g_u, g_t)
+        D_T = torch.softmax(teacher(x_s, s).float(), -1)
+        target = torch.where(diagonal[:, None, None], D_T, gamma * a + gamma_bar * b)
+    h, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
+    return learned_weighting(kl_to(target, h.float()).mean(1), w)

@@ -7,6 +7,7 @@ here; flm.py knows nothing of the baselines.
   flm     the FLM, f_theta(x_g, t) -> logits (flm.py sections 1-4)
   stage1  a flow map, stage 1: the frozen FLM teacher plus a residual network r_phi (flm.py 5)
   stage2  a flow map, stage 2: one two-time network h_psi (flm.py 5)
+  flowmap a flow map in one stage: one two-time network h_psi on a KL semigroup target (flm.py 8)
   ar      the autoregressive baseline (baselines.py)
   mdlm    the masked-diffusion baseline (baselines.py)
 """
@@ -20,9 +21,11 @@ import baselines
 import flm
 from configurator import die
 
-KINDS = ('flm', 'stage1', 'stage2', 'ar', 'mdlm')
-FLOW_MAPS = ('stage1', 'stage2')
-DEFAULT_STEPS = {'flm': 64, 'stage1': 1, 'stage2': 1, 'mdlm': 128, 'ar': 0}  # 0: AR, one pass per token
+KINDS = ('flm', 'stage1', 'stage2', 'flowmap', 'ar', 'mdlm')
+FLOW_MAPS = ('stage1', 'stage2', 'flowmap')
+DEFAULT_STEPS = {'flm': 64, 'stage1': 1, 'stage2': 1, 'flowmap': 1, 'mdlm': 128, 'ar': 0}  # 0: AR, one pass per token
+BOUNDARY_EVERY = {'stage1': 64, 'stage2': 128, 'flowmap': 64}  # the boundary jump (0, 1): once in so many (method.md)
+WEIGHTED = ('stage1',)  # the kinds that use the learnable loss weighting by default (the paper's code)
 EVAL_T = (0.1, 0.3, 0.5, 0.7, 0.9)  # the eval grid: model times t (FLM), masked shares (MDLM)
 RENAMED = {'flowmap-1': 'stage1', 'flowmap-2': 'stage2'}  # kinds' names in older checkpoints
 
@@ -36,7 +39,10 @@ def network(kind, model_args):
 def frozen(kind, model_args, state_dict, device):
     """A network of the kind with the given weights, in eval mode and without gradients."""
     net = network(kind, model_args)
-    net.load_state_dict(state_dict)
+    # w of the learnable loss weighting is for training only: it keeps its fresh weights, so that a
+    # checkpoint whose w was a layer on the shared conditioning (before flm.LossWeight) still loads
+    fresh_w = {k: v for k, v in net.state_dict().items() if k.startswith('loss_weight.')}
+    net.load_state_dict({**{k: v for k, v in state_dict.items() if not k.startswith('loss_weight.')}, **fresh_w})
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval().to(device)
@@ -74,10 +80,22 @@ def teacher_of(stage1_ckpt, device):
     return frozen('flm', stage1_ckpt['teacher_args'], stage1_ckpt['teacher_weights'], device)
 
 
+def check_sources(kind, teacher, stage1):
+    """One-line errors for a distillation run without the checkpoint it distils, or with one that
+    belongs to another kind: stage 1 and flowmap read --teacher (an FLM), stage 2 --stage1."""
+    if kind in ('stage1', 'flowmap') and not teacher:
+        die(f"--kind={kind} needs --teacher=path/to/the/flm/ckpt.pt")
+    if kind == 'stage2' and not stage1:
+        die("--kind=stage2 needs --stage1=path/to/the/stage1/ckpt.pt (train it with --kind=stage1)")
+    if (kind not in ('stage1', 'flowmap') and teacher) or (kind != 'stage2' and stage1):
+        die(f"--teacher goes with --kind=stage1 or flowmap and --stage1 with --kind=stage2; this run is --kind={kind}")
+
+
 def frozen_networks(kind, teacher, stage1, resumed, vocab_size, block_size, device):
     """Distillation's frozen networks (EMA weights), checked against the run's vocabulary and block
     size: (FLM teacher, stage 1's r_phi, what the run's checkpoints carry). Stage 1 reads --teacher,
-    or when resumed its own checkpoint; stage 2 takes both from the --stage1 checkpoint."""
+    or when resumed its own checkpoint; stage 2 takes both from the --stage1 checkpoint; flowmap reads
+    --teacher, also when resumed (its sampler needs no teacher, so its checkpoint carries none)."""
     if kind not in FLOW_MAPS:
         return None, None, {}
 
@@ -92,6 +110,9 @@ def frozen_networks(kind, teacher, stage1, resumed, vocab_size, block_size, devi
     if kind == 'stage2':
         S = read(stage1, '--stage1', 'stage1')
         return teacher_of(S, device), frozen('stage1', S['model_args'], S['ema'], device), {}
+    if kind == 'flowmap':
+        T = read(teacher, '--teacher', 'flm')
+        return frozen('flm', T['model_args'], T['ema'], device), None, {}
     T = resumed or read(teacher, '--teacher', 'flm')
     carried = ({k: T[k] for k in ('teacher_args', 'teacher_weights')} if resumed
                else {'teacher_args': T['model_args'], 'teacher_weights': T['ema']})
@@ -105,15 +126,19 @@ def from_checkpoint(ckpt, device, weights='ema'):
     return net, teacher_of(ckpt, device) if ckpt['kind'] == 'stage1' else None
 
 
-def loss_fn(kind, K, table, teacher=None, residual=None, boundary_prob=1, weighted=False):
+def loss_fn(kind, K, table, teacher=None, residual=None, boundary_every=0, weighted=False, diagonal_share=0.5):
     """The kind's training loss, loss(model, x) for token ids x (B, L); `model` may be wrapped
-    (DDP, compile). Distillation's frozen networks: the FLM teacher (both stages), stage 1's r_phi."""
+    (DDP, compile). Distillation's frozen networks: the FLM teacher (all flow maps), stage 1's r_phi
+    (stage 2); boundary_every = 0: the kind's BOUNDARY_EVERY; diagonal_share: flowmap's (flm.py 8)."""
+    boundary_every = boundary_every or BOUNDARY_EVERY.get(kind, 1)
     if kind == 'flm':
         return lambda model, x: flm.flm_loss(model, x, table, K)
     if kind == 'stage1':
-        return lambda model, x: flm.stage1_loss(model, teacher, x, table, K, boundary_prob, weighted)
+        return lambda model, x: flm.stage1_loss(model, teacher, x, table, K, boundary_every, weighted)
     if kind == 'stage2':
-        return lambda model, x: flm.stage2_loss(model, teacher, residual, x, table, K, boundary_prob, weighted)
+        return lambda model, x: flm.stage2_loss(model, teacher, residual, x, table, K, boundary_every, weighted)
+    if kind == 'flowmap':
+        return lambda model, x: flm.flowmap_loss(model, teacher, x, table, K, boundary_every, diagonal_share, weighted)
     if kind == 'ar':
         return lambda model, x: baselines.ar_loss(model, x, K)
     return lambda model, x: baselines.mdlm_loss(model, x, K)
@@ -132,9 +157,9 @@ def sampler(kind, net, table, teacher=None):
         if kind == 'stage1':
             return flm.stage1_sample(teacher, net, table, (B, L, K), steps, x_known, known, generator=generator,
                                      device=device)
-        # a stage-2 flow map's jump has the Euler step's form (method.md 5): one jump per step
+        # the jump of a stage-2 or flowmap flow map has the Euler step's form (flm.py 5, 8): one jump per step
         return flm.euler_sample(net, table, (B, L, K), steps, x_known, known, generator=generator, device=device,
-                                eta=eta, flow_map=kind == 'stage2')
+                                eta=eta, flow_map=kind in ('stage2', 'flowmap'))
     return sample
 
 

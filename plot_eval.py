@@ -50,7 +50,7 @@ def plot_run(log_path, png):
         records = {r['iter']: r for r in map(json.loads, f)}  # one per iteration
     rows = [records[i] for i in sorted(records)]
     kind = {'flowmap-1': 'stage1', 'flowmap-2': 'stage2'}.get(rows[0].get('kind', 'flm'), rows[0].get('kind', 'flm'))
-    if kind in ('stage1', 'stage2'):
+    if kind in ('stage1', 'stage2', 'flowmap'):  # flow maps: their samples' figures
         return plot_distillation(rows, png)
     iters = [r['iter'] for r in rows][1:]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -10,6 +10,8 @@ Distil a trained FLM into a one-step flow map, in two stages (method.md 5); the 
 checkpoint carries its teacher, so stage 2 needs only it:
 $ python train.py config/distill_stage1_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
 $ python train.py config/distill_stage2_shakespeare_char.py --stage1=out-shakespeare-char-fm1/ckpt.pt
+or in one stage, one network on a KL semigroup target (method.md 8):
+$ python train.py config/distill_flowmap_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
 
 The baselines, and the AR judge of generated text (eval.py):
 $ python train.py --kind=ar --out_dir=out-shakespeare-char-ar
@@ -55,7 +57,7 @@ dataset = 'shakespeare_char'  # a folder under data/, or a path to one
 gradient_accumulation_steps = 1
 batch_size = 32
 block_size = 128
-# what to train: 'flm', a flow map distilled from one ('stage1', 'stage2'), or a baseline ('ar', 'mdlm')
+# what to train: 'flm', a flow map distilled from one ('stage1', 'stage2', 'flowmap'), or a baseline ('ar', 'mdlm')
 kind = 'flm'
 n_layer = 4
 n_head = 4
@@ -74,11 +76,12 @@ decay_lr = True
 lr_decay_iters = 3600
 min_lr = 1e-4
 ema_decay = 0.999         # the paper's 0.9999 suits 1M steps; ~1/(1 - decay) steps are averaged
-# flow-map distillation (method.md 5); presets in config/distill_*.py
-teacher = ''              # stage 1: the FLM checkpoint to distil
+# flow-map distillation (method.md 5 and 8); presets in config/distill_*.py
+teacher = ''              # stage 1 and flowmap: the FLM checkpoint to distil
 stage1 = ''               # stage 2: the stage-1 checkpoint (it carries the FLM teacher)
-boundary_every = 0        # the whole jump s=0, t=1 is drawn once in boundary_every pairs; 0: 64 / 128 (method.md 5)
-loss_weighting = True     # distillation: the learnable loss weighting (method.md 3)
+boundary_every = 0        # the whole jump s=0, t=1 is drawn once in boundary_every pairs; 0: the kind's (64, 128, 64)
+loss_weighting = False    # the learnable loss weighting (method.md 3); if not given: on for stage 1 only
+diagonal_share = 0.5      # flowmap: the share of diagonal samples, s = t, on the teacher's denoiser (method.md 8)
 eval_samples = 32         # distillation evals: fixed-noise samples per sampler
 eval_ref_steps = 64       # ... compared with the teacher's Euler sampler at this many steps
 # system
@@ -99,6 +102,8 @@ if config['init_from'] == 'resume':  # the run's own options; the command line m
         'max_iters', 'learning_rate', 'warmup_iters', 'decay_lr', 'lr_decay_iters', 'min_lr', 'grad_clip',
         'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps', 'eval_samples', 'eval_ref_steps',
         'device', 'dtype', 'compile', 'backend'})
+elif 'loss_weighting' not in given:  # the kind's default, recorded in the run's config
+    config['loss_weighting'] = config['kind'] in kinds.WEIGHTED
 globals().update(config)
 check(config, {
     'init_from': (init_from in ('scratch', 'resume'), "'scratch' or 'resume'"),
@@ -110,16 +115,11 @@ check(config, {
     'beta1': (0 <= beta1 < 1, "in [0, 1)"), 'beta2': (0 <= beta2 < 1, "in [0, 1)"),
     'weight_decay': (weight_decay >= 0, ">= 0"), 'grad_clip': (grad_clip >= 0, ">= 0 (0: no clipping)"),
     'warmup_iters': (warmup_iters >= 0, ">= 0"), 'boundary_every': (boundary_every >= 0, ">= 0"),
+    'diagonal_share': (0 <= diagonal_share <= 1, "in [0, 1]"),
     **{k: (config[k] > 0, "> 0") for k in (
         'batch_size', 'block_size', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps',
         'gradient_accumulation_steps', 'n_layer', 'n_embd', 'n_cond', 'eval_samples', 'eval_ref_steps', 'lr_decay_iters')}})
-if kind == 'stage1' and not teacher:
-    die("--kind=stage1 needs --teacher=path/to/the/flm/ckpt.pt")
-if kind == 'stage2' and not stage1:
-    die("--kind=stage2 needs --stage1=path/to/the/stage1/ckpt.pt (train it with --kind=stage1)")
-if (kind != 'stage1' and teacher) or (kind != 'stage2' and stage1):
-    die(f"--teacher goes with --kind=stage1 and --stage1 with --kind=stage2; this run is --kind={kind}")
-boundary_every = boundary_every or {'stage1': 64, 'stage2': 128}.get(kind, 1)
+kinds.check_sources(kind, teacher, stage1)
 distilling = kind in kinds.FLOW_MAPS
 
 # -----------------------------------------------------------------------------
@@ -186,7 +186,7 @@ if master_process:
     print(f"{kind} network with {model.num_params() / 1e6:.2f}M parameters"
           + (f", distilled from {teacher or stage1}" if distilling else ""))
 table = flm.g_table(vocab_size, device)  # G(t), on the device: no host sync in the step
-loss_fn = kinds.loss_fn(kind, vocab_size, table, teacher_net, residual_net, boundary_every, loss_weighting)
+loss_fn = kinds.loss_fn(kind, vocab_size, table, teacher_net, residual_net, boundary_every, loss_weighting, diagonal_share)
 
 optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(beta1, beta2),
                               weight_decay=weight_decay, fused=device_type == 'cuda')

@@ -135,10 +135,9 @@ def test_eval_bad_input(runs):
     assert_one_line_error(run_script('eval.py', '--samples=nothing.json', '--judge=ar/ckpt.pt', cwd=cwd), 'nothing.json')
     assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=ar/ckpt.pt',
                                      '--mdlm_ckpt=', '--flm_ckpt=', '--fmlm_ckpt=fm/ckpt.pt', cwd=cwd), 'FMLM', 'fm/ckpt.pt')
-    for steps in ('0', '-4', '2.5', '1,,2', 'x'):  # step lists are parsed strictly
-        assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=',
-                                         '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', f'--flm_steps={steps}', cwd=cwd),
-                              'flm_steps')
+    # step lists are parsed strictly (configurator.int_list, tested in test_reliability.py)
+    assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=',
+                                     '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', '--flm_steps=-4', cwd=cwd), 'flm_steps')
 
 
 def test_sweep_writes_table_and_plot_and_reuses_samples(runs):

@@ -2,7 +2,7 @@
 velocity's direction, a zero-initialised network's uniform output, a two-time network that starts as
 its one-time copy, a network that sees every position and their order (rotary positions), a loss
 that noises at G(t) and conditions on t with stratified times, the learnable loss weighting's
-optimum w = log(loss), and the per-token Bayes denoiser against Bayes' rule computed by hand."""
+optimum w = log(loss) and the times it reads, and the per-token Bayes denoiser against Bayes' rule computed by hand."""
 import math
 
 import torch
@@ -102,20 +102,40 @@ def test_loss_noises_at_G_of_t_and_conditions_on_t():
 
 
 def test_learnable_loss_weighting():
-    """exp(-w) * loss + w is minimised at w = log(loss): train w(t) alone against a fixed loss."""
+    """exp(-w) * loss + w is minimised at w = log(loss): train w alone against a fixed loss that
+    depends on t. w reads the times through its own embedding, not the network's conditioning."""
     torch.manual_seed(0)
     model = flm.FLM(tiny_config(learn_loss_weight=True))
-    x_g, t, loss = torch.randn(16, 16, 11), torch.rand(16), torch.full((16,), 2.5)
+    x_g, t = torch.randn(16, 16, 11), torch.rand(16)
+    loss = 1 + 3 * t
     _, w = model(x_g, t, with_weight=True)
     assert torch.equal(flm.learned_weighting(loss, w), loss.mean())  # w = 0 at init
-    opt = torch.optim.Adam(model.loss_weight.parameters(), lr=0.05)
+    opt = torch.optim.Adam(model.loss_weight.parameters(), lr=0.01)
     for _ in range(300):
         _, w = model(x_g, t, with_weight=True)
         weighted = flm.learned_weighting(loss, w)
         opt.zero_grad()
         weighted.backward()
         opt.step()
-    assert torch.allclose(w, torch.full_like(w, math.log(2.5)), atol=0.05)
+    assert torch.allclose(w, loss.log(), atol=0.05)
+    # the network's own time conditioning and its input do not move w
+    w = model(x_g, t, with_weight=True)[1]
+    with torch.no_grad():
+        model.time_embed.mlp[-1].weight.normal_()
+    assert torch.equal(model(3 * x_g, t, with_weight=True)[1], w)
+
+
+def test_loss_weight_reads_s_or_s_and_t():
+    # stage 1's w(s) ignores the second time; a w(s, t) reads both
+    torch.manual_seed(0)
+    x_g, s = torch.randn(4, 16, 11), torch.rand(4)
+    for times in (1, 2):
+        model = flm.FLM(tiny_config(two_times=True, learn_loss_weight=times))
+        for p in model.loss_weight.parameters():  # non-trivial weights, the zeroed last layer included
+            p.data.normal_(0, 0.1)
+        w1, w2 = (model(x_g, s, t2, with_weight=True)[1] for t2 in (torch.rand(4), torch.rand(4)))
+        assert torch.equal(w1, w2) == (times == 1)
+        assert not torch.allclose(w1, model(x_g, 1 - s, torch.rand(4), with_weight=True)[1])
 
 
 def test_unigram_denoiser_is_bayes_for_iid_tokens():

@@ -2,8 +2,9 @@
 logs, checkpoints and eval_log.jsonl; a resumed run continues with the same losses; samples keep
 their prompt, and the same seed gives the same samples; bad options and corrupt checkpoints are
 one-line errors that leave the checkpoint untouched; DDP with two CPU processes (the ranks agree);
-both distillation stages train, log, resume exactly and sample with their kind's defaults, and a
-wrong teacher or stage-1 checkpoint is refused before any training."""
+both distillation stages and the one-network flow map (--kind=flowmap) train, log, resume exactly and
+sample with their kind's defaults, and a wrong teacher or stage-1 checkpoint is refused before any
+training."""
 import hashlib
 import json
 import os
@@ -158,14 +159,14 @@ def test_ddp_two_processes_on_cpu(tmp_path, char_dataset):
 
 
 # -----------------------------------------------------------------------------
-# flow-map distillation (both stages) from the tiny FLM above
+# flow-map distillation (both stages, and the one-network flow map) from the tiny FLM above
 
 DISTILL = ['--eval_interval=2', '--eval_samples=4', '--eval_ref_steps=4', '--max_iters=4', '--lr_decay_iters=4']
 
 
 @pytest.fixture(scope="module")
 def distilled(trained, char_dataset):
-    """Stage 1 and stage 2 from full/ckpt.pt, each run 4 iterations straight and 2 + 2 resumed."""
+    """Stage 1, stage 2 and flowmap from full/ckpt.pt, each run 4 iterations straight and 2 + 2 resumed."""
     cwd, *_ = trained
     common = [f'--dataset={char_dataset}', *DISTILL]
     runs = {
@@ -179,6 +180,11 @@ def distilled(trained, char_dataset):
                           '--max_iters=2'),
         # a resumed stage 2 finds its stage-1 checkpoint where it was
         's2_resumed': train(cwd, '--out_dir=fm2_split', '--init_from=resume', '--max_iters=4'),
+        'fm': train(cwd, *common, '--kind=flowmap', '--teacher=full/ckpt.pt', '--out_dir=fm'),
+        'fm_first': train(cwd, *common, '--kind=flowmap', '--teacher=full/ckpt.pt', '--out_dir=fm_split',
+                          '--max_iters=2'),
+        # its checkpoint carries no teacher: a resumed flowmap reads --teacher again, from its config
+        'fm_resumed': train(cwd, '--out_dir=fm_split', '--init_from=resume', '--max_iters=4'),
     }
     for name, r in runs.items():
         assert r.returncode == 0, (name, r.stderr[-3000:])
@@ -187,16 +193,18 @@ def distilled(trained, char_dataset):
 
 def test_distillation_logs_checkpoints_and_resumes_exactly(distilled):
     cwd, runs = distilled
-    for stage, kind in (('s1', 'stage1'), ('s2', 'stage2')):
-        out = runs[stage].stdout
+    for run, folder, kind in (('s1', 'fm1', 'stage1'), ('s2', 'fm2', 'stage2'), ('fm', 'fm', 'flowmap')):
+        out = runs[run].stdout
         assert sorted(losses(out)) == [1, 2, 3, 4]
         assert re.search(r"eval 2: 1 step: valid words [0-9.]+%, entropy [0-9.]+, agreement [0-9.]+% \| 4 step: "
                          r".* \| FLM at 4 steps: valid words", out), out
-        after = losses(runs[stage + '_resumed'].stdout)
+        after = losses(runs[run + '_resumed'].stdout)
         assert sorted(after) == [3, 4] and after == {i: losses(out)[i] for i in (3, 4)}
-        ckpt = torch.load(cwd / f'fm{stage[1]}' / 'ckpt.pt', weights_only=True)
+        ckpt = torch.load(cwd / folder / 'ckpt.pt', weights_only=True)
         assert ckpt['kind'] == kind and ckpt['model_args']['two_times']
-        evals = [json.loads(line) for line in open(cwd / f'fm{stage[1]}' / 'eval_log.jsonl')]
+        # the learnable loss weighting by default: stage 1 only
+        assert ckpt['config']['loss_weighting'] == (kind == 'stage1')
+        evals = [json.loads(line) for line in open(cwd / folder / 'eval_log.jsonl')]
         assert [e['iter'] for e in evals] == [0, 2, 4] and all(e['kind'] == kind for e in evals)
     fm1 = torch.load(cwd / 'fm1' / 'ckpt.pt', weights_only=True)
     teacher = torch.load(cwd / 'full' / 'ckpt.pt', weights_only=True)
@@ -205,18 +213,21 @@ def test_distillation_logs_checkpoints_and_resumes_exactly(distilled):
     assert fm1['teacher_args'] == teacher['model_args']
     fm2 = torch.load(cwd / 'fm2' / 'ckpt.pt', weights_only=True)
     assert fm2['config']['stage1'] == 'fm1/ckpt.pt' and 'teacher_weights' not in fm2
+    fm = torch.load(cwd / 'fm' / 'ckpt.pt', weights_only=True)  # flowmap names its teacher, carries none
+    assert fm['config']['teacher'] == 'full/ckpt.pt' and 'teacher_weights' not in fm
+    assert fm['config']['boundary_every'] == 0 and fm['config']['diagonal_share'] == 0.5  # the kind's defaults
     r = run_script('plot_eval.py', '--out_dir=fm2', '--png=fm2.png', cwd=cwd)
     assert r.returncode == 0 and os.path.getsize(cwd / 'fm2.png') > 0, r.stderr
 
 
 def test_sample_takes_the_kind_and_its_default_steps_and_keeps_a_prompt(distilled):
     cwd, _ = distilled
-    for folder, kind, steps in (('fm2', 'stage2', 1), ('fm1', 'stage1', 1), ('full', 'flm', 64)):
+    for folder, kind, steps in (('fm2', 'stage2', 1), ('fm1', 'stage1', 1), ('fm', 'flowmap', 1), ('full', 'flm', 64)):
         r = run_script('sample.py', f'--out_dir={folder}', '--num_samples=2', '--out=k.json', cwd=cwd)
         assert r.returncode == 0, r.stderr
         settings = json.load(open(cwd / 'k.json'))['settings']
         assert (settings['kind'], settings['steps']) == (kind, steps)  # the kind's default step count
-    for folder in ('fm1', 'fm2'):
+    for folder in ('fm1', 'fm2', 'fm'):
         r = run_script('sample.py', f'--out_dir={folder}', '--steps=4', '--num_samples=3', '--start=the cat',
                        '--out=p.json', cwd=cwd)
         assert r.returncode == 0, r.stderr
@@ -235,6 +246,10 @@ def test_sample_takes_the_kind_and_its_default_steps_and_keeps_a_prompt(distille
     (['--kind=stage2', '--stage1=full/ckpt.pt', '--teacher=full/ckpt.pt'], ['--teacher goes with --kind=stage1']),
     (['--kind=stage2', '--stage1=full/ckpt.pt'], ["'flm' checkpoint", '--stage1']),
     (['--kind=stage2', '--stage1=fm2/ckpt.pt'], ["'stage2' checkpoint", '--stage1']),
+    (['--kind=flowmap'], ['--kind=flowmap needs --teacher']),
+    (['--kind=flowmap', '--teacher=fm1/ckpt.pt'], ["'stage1' checkpoint", "'flm'"]),
+    (['--kind=flowmap', '--teacher=full/ckpt.pt', '--stage1=fm1/ckpt.pt'], ['--stage1 with --kind=stage2']),
+    (['--kind=flowmap', '--teacher=full/ckpt.pt', '--diagonal_share=1.5'], ['--diagonal_share', 'in [0, 1]']),
     (['--kind=stage1', '--teacher=full/ckpt.pt', 'VOCAB'], ['vocab_size=', 'this run has 4']),
 ])
 def test_distillation_refuses_a_wrong_teacher(distilled, char_dataset, args, words):

@@ -1,7 +1,11 @@
 """
-Prepare tiny Shakespeare for character-level language modeling: map characters
-to ints and write train.bin / val.bin (uint16) and meta.pkl (vocab_size, stoi,
-itos), nanoGPT's format. input.txt is downloaded only when it is missing.
+Prepare a text file for character-level language modeling: map characters to ints and
+write train.bin / val.bin (uint16, the first 90% / the last 10%) and meta.pkl
+(vocab_size, stoi, itos), nanoGPT's format.
+
+$ python data/shakespeare_char/prepare.py                  # tiny Shakespeare (downloads input.txt if missing)
+$ python data/shakespeare_char/prepare.py --input=my.txt --out_dir=data/my_char
+$ python train.py --dataset=data/my_char --out_dir=out-my-char
 """
 import os
 import pickle
@@ -12,9 +16,15 @@ import numpy as np
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 here = os.path.dirname(os.path.abspath(__file__))
-input_path = os.path.join(here, "input.txt")
+options = {"input": "", "out_dir": here}
+for arg in sys.argv[1:]:
+    key, _, value = arg[2:].partition("=")
+    if not arg.startswith("--") or key not in options or not value:
+        sys.exit(f"error: expected --input=FILE and/or --out_dir=FOLDER, got '{arg}'")
+    options[key] = value
+input_path, out_dir = options["input"] or os.path.join(here, "input.txt"), options["out_dir"]
 
-if not os.path.exists(input_path):
+if not options["input"] and not os.path.exists(input_path):
     try:
         with urllib.request.urlopen(URL, timeout=30) as r:
             text = r.read().decode("utf-8")
@@ -23,21 +33,26 @@ if not os.path.exists(input_path):
     with open(input_path, "w", encoding="utf-8") as f:
         f.write(text)
 
-with open(input_path, "r", encoding="utf-8") as f:
-    data = f.read()
-print(f"length of dataset in characters: {len(data):,}")
-
+try:
+    with open(input_path, "r", encoding="utf-8") as f:
+        data = f.read()
+except (OSError, UnicodeDecodeError) as e:
+    sys.exit(f"error: cannot read {input_path} as UTF-8 text: {e}")
 chars = sorted(set(data))
-vocab_size = len(chars)
-print(f"vocab size: {vocab_size}")
+n = len(data)
+if len(chars) > 65535 or int(n * 0.1) < 2:
+    sys.exit(f"error: {input_path} has {n} characters and {len(chars)} distinct ones: it needs at least "
+             f"20 characters (a tenth is validation) and at most 65535 distinct ones")
+print(f"length of dataset in characters: {n:,}")
+print(f"vocab size: {len(chars)}")
 stoi = {ch: i for i, ch in enumerate(chars)}
 itos = {i: ch for i, ch in enumerate(chars)}
-
-n = len(data)
 train_ids = np.array([stoi[c] for c in data[: int(n * 0.9)]], dtype=np.uint16)
 val_ids = np.array([stoi[c] for c in data[int(n * 0.9):]], dtype=np.uint16)
 print(f"train has {len(train_ids):,} tokens, val has {len(val_ids):,} tokens")
-train_ids.tofile(os.path.join(here, "train.bin"))
-val_ids.tofile(os.path.join(here, "val.bin"))
-with open(os.path.join(here, "meta.pkl"), "wb") as f:
-    pickle.dump({"vocab_size": vocab_size, "itos": itos, "stoi": stoi}, f)
+os.makedirs(out_dir, exist_ok=True)
+train_ids.tofile(os.path.join(out_dir, "train.bin"))
+val_ids.tofile(os.path.join(out_dir, "val.bin"))
+with open(os.path.join(out_dir, "meta.pkl"), "wb") as f:
+    pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
+print(f"wrote {out_dir}")
