@@ -234,9 +234,13 @@ def test_unwritable_places_are_found_before_the_work(run, char_dataset):
     ({'samples': [None], 'ids': [None]}, ['not a samples file']),
     ('{not json', ['cannot read samples']),
 ])
-def test_eval_refuses_a_malformed_samples_file(run, content, words):
-    (run / 'bad.json').write_text(content if isinstance(content, str) else json.dumps(content))
-    assert_one_line_error(run_script('eval.py', '--samples=bad.json', '--judge=good/ckpt.pt', cwd=run), *words)
+def test_eval_refuses_a_malformed_samples_file(tmp_path, content, words):
+    from eval import read_samples  # in-process: eval.py checks every samples file first, with this
+    (tmp_path / 'bad.json').write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(SystemExit) as e:
+        read_samples(str(tmp_path / 'bad.json'))
+    msg = str(e.value)
+    assert msg.startswith('error:') and '\n' not in msg and all(w in msg for w in words), msg
 
 
 def test_eval_judge_paths(run):
