@@ -9,6 +9,9 @@ Every option keeps the type of its default: a string option takes the text as
 typed (--out_dir=0x10 is the folder '0x10'), a number option a number, a flag
 True or False. An unknown key or a value of the wrong type is a one-line error
 that names the valid keys.
+
+Also the few system functions the scripts share: the device and autocast, a check that
+a folder is writable, atomic saves, and optional Weights & Biases logging.
 """
 
 import os
@@ -119,3 +122,50 @@ def system(device, dtype):
     ptdtype = getattr(torch, dtype)
     ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
     return device, device_type, dtype, ctx
+
+
+def writable(folder, flag):
+    """Make the folder, and check now that files can be written there (not at the first save)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        open(os.path.join(folder, '.writable'), 'w').close()
+        os.remove(os.path.join(folder, '.writable'))
+    except OSError as e:
+        die(f"{flag}={folder}: cannot write there: {e.strerror or e}")
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file, synced, then renamed: a kill at any moment leaves either the
+    old file or the new one, never half of one."""
+    import torch
+    try:
+        with open(path + '.tmp', 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + '.tmp', path)
+    except (OSError, RuntimeError) as e:
+        die(f"cannot write {path}: {os.strerror(e.errno) if getattr(e, 'errno', None) else e}")
+
+
+def wandb_init(project, name, config):
+    """Weights & Biases, imported only when a run asks for it: starts a run and returns the module
+    (wandb.log, wandb.finish)."""
+    try:
+        import wandb
+    except ImportError:
+        die("--wandb_log=True needs the wandb package: pip install wandb")
+    wandb.init(project=project, name=name, config=config)
+    return wandb
+
+
+def scalars(figures, prefix=''):
+    """The numbers of nested figures, flat, named by their path: {'val': {'ce': 1.2}} -> {'val/ce': 1.2}
+    (lists and None are left out)."""
+    out = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            out.update(scalars(value, f'{prefix}{key}/'))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix + key] = value
+    return out

@@ -1,7 +1,9 @@
 """
 The data a run reads, in nanoGPT's format: a folder with train.bin and val.bin (uint16
 token ids) and, for a character vocabulary, meta.pkl (vocab_size, stoi, itos); a folder
-without meta.pkl holds GPT-2 BPE ids. train.py, sample.py and sweep.py read it from here.
+without meta.pkl holds GPT-2 BPE ids. Other tokenizers: meta.pkl names one (vocab_size,
+tokenizer), and block_size there says that the splits are packed blocks of that many ids
+(data/lm1b), which a batch takes whole. train.py, sample.py and sweep.py read it from here.
 """
 
 import os
@@ -16,6 +18,7 @@ from configurator import die
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GPT2 = {'vocab_size': 50257, 'encoding': 'gpt2'}
+TOKENIZERS = ('bert-base-uncased',)  # meta.pkl's 'tokenizer' names one of these (transformers)
 
 
 def folder(dataset):
@@ -44,22 +47,33 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def read_meta(path):
-    """meta.pkl's vocabulary, read without running code: only plain dicts, strings and ints."""
+    """meta.pkl, read without running code (only plain dicts, strings and ints): a character
+    vocabulary (vocab_size, stoi, itos) or a tokenizer's name (vocab_size, tokenizer), and for
+    packed blocks their block_size."""
     meta_path = os.path.join(path, 'meta.pkl')
     if not os.path.isfile(meta_path):
         return dict(GPT2)
     try:
         with open(meta_path, 'rb') as f:
             meta = _PlainUnpickler(f).load()
-        V, stoi, itos = meta['vocab_size'], meta['stoi'], meta['itos']
-        ok = (type(V) is int and 0 < V <= 65536 and isinstance(stoi, dict) and isinstance(itos, dict)
+        V, block = meta['vocab_size'], meta.get('block_size', 0)
+        if type(V) is not int or not 0 < V <= 65536 or type(block) is not int or block < 0:
+            die(f"{meta_path}: vocab_size must be a whole number in 1..65536 and block_size one >= 0, "
+                f"got {V!r} and {block!r}")
+        packed = {'block_size': block} if block else {}
+        if 'tokenizer' in meta:
+            if meta['tokenizer'] not in TOKENIZERS:
+                die(f"{meta_path}: unknown tokenizer {meta['tokenizer']!r}; known: {', '.join(TOKENIZERS)}")
+            return {'vocab_size': V, 'tokenizer': meta['tokenizer'], **packed}
+        stoi, itos = meta['stoi'], meta['itos']
+        ok = (isinstance(stoi, dict) and isinstance(itos, dict)
               and sorted(itos) == list(range(V)) and all(type(c) is str for c in itos.values())
               and stoi == {c: i for i, c in itos.items()})
     except Exception as e:
         die(f"{meta_path} is not a vocabulary file (a dict of vocab_size, stoi, itos): {type(e).__name__}: {e}")
     if not ok:
         die(f"{meta_path}: vocab_size, stoi and itos must describe the same vocabulary of ints 0..vocab_size-1")
-    return {'vocab_size': V, 'stoi': stoi, 'itos': itos}
+    return {'vocab_size': V, 'stoi': stoi, 'itos': itos, **packed}
 
 
 def split(path, name):
@@ -67,14 +81,20 @@ def split(path, name):
     return np.memmap(os.path.join(path, f'{name}.bin'), dtype=np.uint16, mode='r')
 
 
-def check_splits(path, vocab_size, block_size):
-    """Both splits hold more than block_size ids, all in the vocabulary. Returns the unigram
-    counts of train.bin's first 100M ids (the whole of any small dataset)."""
+def check_splits(path, vocab_size, block_size, packed=0):
+    """Both splits hold more than block_size ids, all in the vocabulary; packed > 0: whole blocks of
+    packed ids, and block_size must be packed. Returns the unigram counts of train.bin's first 100M
+    ids (the whole of any small dataset)."""
+    if packed and block_size != packed:
+        die(f"--block_size={block_size}: the data in {path} is packed in blocks of {packed} tokens "
+            f"(meta.pkl's block_size); train with --block_size={packed}")
     for name in ('train', 'val'):
         size = os.path.getsize(os.path.join(path, f'{name}.bin'))
         if size % 2:
             die(f"{name}.bin in {path} has an odd number of bytes: not uint16 token ids")
-        if size // 2 <= block_size:
+        if packed and (size // 2 % packed or not size):
+            die(f"{name}.bin in {path} has {size // 2} tokens: not a whole number of blocks of {packed}")
+        if not packed and size // 2 <= block_size:
             die(f"{name}.bin in {path} has {size // 2} tokens, fewer than block_size + 1 = {block_size + 1}")
     counts = np.bincount(split(path, 'train')[:100_000_000], minlength=vocab_size)
     top = max(len(counts), int(split(path, 'val').max()) + 1)
@@ -93,6 +113,19 @@ def gpt2_encoding():
             f"{type(e).__name__}")
 
 
+def hf_tokenizer(name):
+    """A tokenizer of the transformers package by name (imported here only: only such data needs it)."""
+    try:
+        import transformers
+    except ImportError:
+        die(f"this data is tokenized with {name}, which needs the transformers package: pip install transformers")
+    try:
+        return transformers.AutoTokenizer.from_pretrained(name)
+    except Exception as e:
+        die(f"cannot load the {name} tokenizer (offline, set HF_HUB_OFFLINE=1 with it in the Hugging Face cache): "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
 def codec(meta):
     """(encode, decode) between text and token ids for a dataset's vocabulary."""
     if 'itos' in meta:
@@ -104,14 +137,22 @@ def codec(meta):
                 die(f"the text has characters outside the vocabulary: {''.join(unknown)!r}")
             return [stoi[c] for c in text]
         return encode, lambda ids: ''.join(itos[i] for i in ids)
+    if 'tokenizer' in meta:  # [CLS] and [SEP] are data here: decoded as they are, never added
+        tok = hf_tokenizer(meta['tokenizer'])
+        return (lambda text: tok.encode(text, add_special_tokens=False)), tok.decode
     enc = gpt2_encoding()
     return (lambda text: enc.encode(text, allowed_special={'<|endoftext|>'})), enc.decode
 
 
-def get_batch(path, name, batch_size, block_size, device, generator=None):
-    """batch_size random windows of block_size ids from a split: (B, L) int64 on the device."""
+def get_batch(path, name, batch_size, block_size, device, generator=None, packed=0):
+    """batch_size random windows of block_size ids from a split: (B, L) int64 on the device.
+    packed > 0: the split is packed blocks of that many ids (block_size == packed, check_splits),
+    and each window is one whole block."""
     ids = split(path, name)
-    ix = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
+    if packed:
+        ix = torch.randint(len(ids) // packed, (batch_size,), generator=generator) * packed
+    else:
+        ix = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
     x = torch.stack([torch.from_numpy(ids[i:i + block_size].astype(np.int64)) for i in ix])
     if str(device).startswith('cuda'):
         return x.pin_memory().to(device, non_blocking=True)

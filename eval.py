@@ -6,7 +6,7 @@ a sampler that repeats a few likely tokens gets a low Gen PPL and a low entropy.
 Judges: an AR checkpoint (python train.py --kind=ar) for character data, or a GPT-2 model of
 the transformers package (a name such as gpt2-large, or a saved folder) for GPT-2 BPE data.
 
-$ python sample.py --out_dir=out-shakespeare-char-fm2 --num_samples=64 --out=fm2.json
+$ python sample.py --out_dir=out-shakespeare-char-fm --num_samples=64 --out=fm.json
 $ python eval.py --samples=fm2.json --judge=out-shakespeare-char-judge/ckpt.pt
 $ python eval.py --samples=owt.json --judge=gpt2-large          # pip install transformers
 

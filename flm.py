@@ -11,7 +11,8 @@ One file, read top to bottom; its sections are docs/method.md's:
      h_psi), and their few-step and one-step samplers
   6. evaluation: the per-token Bayes denoiser behind the context gain (Gen PPL and
      entropy are in eval.py and textstats.py)
-  7. of method.md (the d-dimensional noise identity) is not implemented yet
+  7. the d-dimensional state (method.md 7): placed after section 1, since every loss and sampler
+     is written against it. Where K > d the noise, the states and the updates live in d dimensions
   8. one network, a KL semigroup target: the flow map h_psi distilled in one stage, with targets
      on the simplex; its sampler is stage 2's
 """
@@ -33,15 +34,103 @@ import torch.nn.functional as F
 # D(x_g) = E[e_x | x_g] (a softmax over the vocabulary) the velocity of this
 # straight-line flow is v = (D - x_g) / (1 - g).
 
-def interpolant(x, g, eps):
-    """x: (B, L) token ids, g: (B,) levels, eps: (B, L, K) noise -> x_g (B, L, K)."""
+def interpolant(x, g, eps, space=None):
+    """x: (B, L) token ids, g: (B,) levels, eps: (B, L, K) noise -> x_g (B, L, K). In a projected
+    StateSpace (section 7 below) eps and x_g are their images, (B, L, W)."""
     g = g.to(eps.dtype)[:, None, None]
-    return (1 - g) * eps + g * F.one_hot(x, eps.size(-1)).to(eps.dtype)
+    clean = F.one_hot(x, eps.size(-1)) if space is None else space.token(x)
+    return (1 - g) * eps + g * clean.to(eps.dtype)
 
 
 def velocity(D, x_g, g):
     """v(x_g) = (D(x_g) - x_g) / (1 - g): the flow's velocity from the denoiser."""
     return (D - x_g) / (1 - g)
+
+# -----------------------------------------------------------------------------
+# 7. The state in d dimensions (method.md 7), here because every loss and sampler below uses it
+# A network reads x_g only through its linear input layer, h = x_g @ E (E = embed.weight^T, K x d), and
+# every update of the flow (interpolant, Euler step, flow-map jump, fresh noise, prompt) is linear in
+# the state. So a loss or a sampler can carry the states' images under the input layers instead: noise
+# eps @ E ~ N(0, E^T E) is drawn as z @ C^T, z ~ N(0, I_d), C C^T = E^T E; a token e_x maps to E[x], a
+# denoiser D (or stage 1's r) to D @ E; the only (B, L, K) tensors left are the networks' outputs.
+# Networks with their own E (a teacher, its student, r_phi) that read one state get its images side by
+# side, M = [E_1 .. E_m] (K x W), the noise drawn jointly from N(0, M^T M), each network its own columns.
+# Where W >= K, or a network is a plain function (an exact denoiser), the state stays in R^K: the dense
+# path, also the tests' reference (projected=False).
+
+def input_embedding(network):
+    """E (K x d) of a network whose input layer is linear, h = x_g @ E (an FLM, also inside a DDP or
+    torch.compile wrapper); None for a plain function."""
+    embed = getattr(getattr(network, "module", network), "embed", None)
+    return embed.weight.T if isinstance(embed, nn.Linear) else None
+
+
+def full_precision(a, b):
+    """a @ b in b's dtype, also inside an autocast region: states accumulate updates step after step,
+    and the Gram below must stay positive definite, which bf16's rounding would not keep."""
+    with torch.autocast(b.device.type, enabled=False):
+        return a.to(b.dtype) @ b
+
+
+def noise_factor(M, jitter=0.0):
+    """R (W x W) with z @ R ~ N(0, M^T M), the law of eps @ M (z ~ N(0, I_W), eps ~ N(0, I_K)).
+    Cholesky QR: C = cholesky(M^T M) and Q = M C^-T, orthonormal, give M = Q C^T and eps @ M =
+    (eps @ Q) @ C^T with eps @ Q ~ N(0, I_W), so R = C^T (method.md 7a). R is computed as Q^T M with Q
+    held fixed: its gradient is eps's part in Q's span times dM, unbiased (the rest of eps is independent
+    of all the loss sees) and bounded (|Q| <= 1) where M^T M is nearly singular, where the Cholesky
+    factor's own derivative divides by its small entries. Factorized in float64 (O(W^3), small next to
+    the Gram's O(K W^2)), so a trained E's Gram need not be well conditioned in float32. jitter, relative
+    to the mean diagonal: one network's E^T E is positive definite (K > d, full rank) and takes none;
+    several networks' M loses rank where two share an E (a student starts as a copy of its teacher), and
+    1e-5 keeps it factorizable, shrinking each variance by about that much: far below bf16's rounding."""
+    with torch.autocast(M.device.type, enabled=False):
+        gram = M.detach().T @ M
+        gram64 = gram.double()
+        eye = torch.eye(M.size(1), dtype=torch.float64, device=M.device)
+        C = torch.linalg.cholesky(gram64.detach() + jitter * gram64.diagonal().mean().detach() * eye)
+        return torch.linalg.solve_triangular(C, gram64, upper=False).to(M.dtype)
+
+
+class StateSpace:
+    """Where a loss or a sampler holds its states, for the networks that read them: R^K itself, or
+    (projected) their images under the networks' input layers, (B, L, W). projected=None: projected
+    where that is cheaper, W < K, and every network has a linear input layer."""
+
+    def __init__(self, K, networks, projected=None):
+        self.K, embeds = K, [input_embedding(net) for net in networks]
+        readable = all(E is not None for E in embeds)
+        self.dtype = embeds[0].dtype if readable else None  # the noise's: the networks' (None: torch's default)
+        self.projected = (readable and sum(E.size(1) for E in embeds) < K) if projected is None else projected
+        if self.projected:
+            assert readable, "a projected state needs networks whose input layer is linear"
+            self.E = embeds[0] if len(embeds) == 1 else torch.cat(embeds, 1)  # M = [E_1 .. E_m]
+            ends = np.cumsum([E.size(1) for E in embeds]).tolist()
+            self.columns = {id(net): slice(end - E.size(1), end) for net, E, end in zip(networks, embeds, ends)}
+            self.R = noise_factor(self.E, jitter=1e-5 if len(embeds) > 1 else 0.0)
+
+    def noise(self, B, L, generator=None, device=None, eps=None):
+        """Fresh eps ~ N(0, I_K) per token in the state's coordinates: z @ R, z ~ N(0, I_W), when
+        projected. eps: a given (B, L, K) noise to map in instead (tests: one noise, both paths)."""
+        if eps is not None:
+            return self.project(eps)
+        if not self.projected:
+            return torch.randn(B, L, self.K, generator=generator, device=device, dtype=self.dtype)
+        z = torch.randn(B, L, self.R.size(0), generator=generator, device=self.R.device, dtype=self.R.dtype)
+        return full_precision(z, self.R)
+
+    def token(self, x):
+        """The clean point e_x of token ids x in the state's coordinates: E[x] when projected."""
+        return self.E[x] if self.projected else F.one_hot(x, self.K)
+
+    def project(self, y):
+        """Vectors of R^K (a denoiser D, a residual r, a noise eps) in the state's coordinates: y @ M."""
+        return full_precision(y, self.E) if self.projected else y
+
+    def run(self, network, state, *times, **kw):
+        """network(state, *times): a projected state hands the network its own columns, state @ E_i."""
+        if not self.projected:
+            return network(state, *times, **kw)
+        return network(state[..., self.columns[id(network)]], *times, embedded=True, **kw)
 
 # -----------------------------------------------------------------------------
 # 2. The time reparameterization
@@ -137,8 +226,8 @@ class TimeEmbedding(nn.Module):
         self.freq_dim, self.scale = freq_dim, scale
         self.mlp = nn.Sequential(nn.Linear(freq_dim, n_cond), nn.SiLU(), nn.Linear(n_cond, n_cond))
 
-    def forward(self, t):
-        return self.mlp(timestep_embedding(t, self.freq_dim, scale=self.scale))
+    def forward(self, t):  # in the weights' dtype: a float64 network is the tests' exact reference
+        return self.mlp(timestep_embedding(t, self.freq_dim, scale=self.scale).to(self.mlp[0].weight.dtype))
 
 
 class LossWeight(nn.Module):
@@ -272,14 +361,14 @@ class FLM(nn.Module):
             c = c + self.time_embed2(t2)
         return F.silu(c)
 
-    def forward(self, x_g, t, t2=None, with_weight=False):
-        """x_g: (B, L, K) points in R^K; t: (B,) model times in [0, 1] (and t2, a flow map's
-        second time). with_weight: also return w of the learnable loss weighting (LossWeight: it reads
-        t, and t2 where it takes both), computed inside forward so that DDP sees every parameter used in
-        the one forward call."""
+    def forward(self, x_g, t, t2=None, with_weight=False, embedded=False):
+        """x_g: (B, L, K) points in R^K, or with embedded=True their images x_g @ E (B, L, d) (section 7);
+        t: (B,) model times in [0, 1] (and t2, a flow map's second time). with_weight: also return w of the
+        learnable loss weighting (LossWeight: it reads t, and t2 where it takes both), computed inside
+        forward so that DDP sees every parameter used in the one forward call."""
         assert x_g.size(1) <= self.cfg.block_size, "sequence longer than block_size"
         c = self.cond(t, t2)
-        h = self.drop(self.embed(x_g))
+        h = self.drop(x_g if embedded else self.embed(x_g))
         for block in self.blocks:
             h = block(h, c, self.rope_cos, self.rope_sin)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
@@ -303,15 +392,15 @@ def learned_weighting(loss, w):
     return (loss if w is None else torch.exp(-w.float()) * loss + w.float()).mean()
 
 
-def flm_loss(model, x, table, K):
+def flm_loss(model, x, table, K, projected=None):
     """The reparameterized CE loss of method.md 3 for a batch x of token ids (B, L).
-    `model` may be wrapped (DDP, compile)."""
+    `model` may be wrapped (DDP, compile). projected: the state space's (section 7; None: where cheaper)."""
     B, L = x.shape
     t = antithetic_times(B, x.device)
     g = G(t, table)
-    eps = torch.randn(B, L, K, device=x.device)
-    x_g = interpolant(x, g, eps)
-    ce = F.cross_entropy(model(x_g, t).flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
+    space = StateSpace(K, [model], projected)
+    x_g = interpolant(x, g, space.noise(B, L, device=x.device), space)
+    ce = F.cross_entropy(space.run(model, x_g, t).flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
     return ce.mean(1).mean()  # per sequence, then over the batch
 
 
@@ -336,42 +425,50 @@ def flm_loss(model, x, table, K):
 # the exact denoiser of a toy distribution it still reproduces the data (tested);
 # with a learned denoiser it writes far more real words (README).
 
-def refresh_noise(z, D, g, eta, generator=None):
-    """Replace the share eta of the noise in z = g D + (1 - g) eps_hat by fresh noise."""
+def refresh_noise(z, D, g, eta, generator=None, xi=None):
+    """Replace the share eta of the noise in z = g D + (1 - g) eps_hat by fresh noise xi (drawn here
+    when not given; in a projected state, section 7, the samplers give its images)."""
     eps_hat = (z - g * D) / (1 - g)
-    xi = torch.randn(z.shape, generator=generator, device=z.device)
+    xi = torch.randn(z.shape, generator=generator, device=z.device) if xi is None else xi
     return g * D + (1 - g) * (math.sqrt(1 - eta ** 2) * eps_hat + eta * xi)
 
 
-def keep_known(z, x_known, known, eps_known, g):
+def keep_known(z, x_known, known, eps_known, g, space=None):
     """Prompting by replacement: known positions of z <- their exact interpolant at level g."""
-    return z if known is None else torch.where(known[..., None], interpolant(x_known, g, eps_known), z)
+    return z if known is None else torch.where(known[..., None], interpolant(x_known, g, eps_known, space), z)
 # ---- end of what is not in the paper ----
 
 
 @torch.no_grad()
 def euler_sample(denoiser, table, shape, steps, x_known=None, known=None, generator=None, device="cpu",
-                 eta=0.0, flow_map=False):
+                 eta=0.0, flow_map=False, projected=None, noise=None):
     """shape = (B, L, K). x_known (B, L) ids and known (B, L) bool fix positions (a prompt).
     eta in [0, 1]: share of fresh noise after each step (0: the deterministic sampler).
     flow_map: `denoiser` is stage 2's h_psi(z, s, t) (section 5), whose jump s -> t has this very
-    form, so each step is one jump to the next time. Returns token ids (B, L)."""
+    form, so each step is one jump to the next time. projected: the state space's (section 7; None:
+    where cheaper, then z is the (B, L, d) z @ E). noise: an iterator of (B, L, K) noises to use in
+    the order drawn (z, the prompt's eps, each step's fresh noise) instead of drawing them (tests).
+    Returns token ids (B, L)."""
     assert steps >= 1 and 0 <= eta <= 1
     B, L, K = shape
-    z = torch.randn(shape, generator=generator, device=device)
-    eps_known = None if known is None else torch.randn(shape, generator=generator, device=device)
+    space = StateSpace(K, [denoiser], projected)
+
+    def draw():
+        return space.noise(B, L, generator, device, None if noise is None else next(noise))
+    z = draw()
+    eps_known = None if known is None else draw()
     for i in range(steps):
         t, t_next = torch.full((B,), i / steps, device=device), torch.full((B,), (i + 1) / steps, device=device)
         g, g_next = G(t, table), G(t_next, table)
-        z = keep_known(z, x_known, known, eps_known, g)
-        logits = (denoiser(z, t, t_next) if flow_map else denoiser(z, t)).float()
+        z = keep_known(z, x_known, known, eps_known, g, space)
+        logits = (space.run(denoiser, z, t, t_next) if flow_map else space.run(denoiser, z, t)).float()
         if i == steps - 1:
             x = logits.argmax(-1)
             return x if known is None else torch.where(known, x_known, x)
-        D = torch.softmax(logits, dim=-1)
+        D = space.project(torch.softmax(logits, dim=-1))
         z = z + (g_next - g)[:, None, None] * velocity(D, z, g[:, None, None])
         if eta > 0:
-            z = refresh_noise(z, D, g_next[:, None, None], eta, generator)
+            z = refresh_noise(z, D, g_next[:, None, None], eta, xi=draw())
 
 # -----------------------------------------------------------------------------
 # 5. Flow-map distillation (FMLM)
@@ -406,6 +503,12 @@ def stage1_flow_map(D_T, r, x, g_s, g_t):
     return x + Delta * velocity(D_T, x, g_s) + 0.5 * Delta ** 2 * r
 
 
+def stage1_endpoint(D_T, r, g_s, g_t):
+    """X_{s,t}(x) in denoiser units, x + (1 - g_s) / Delta * (X_{s,t}(x) - x) = D_T + 1/2 Delta (1 - g_s) r:
+    stage 1's prediction, with no x term; X_{s,t}(x) = (1 - g_t)/(1 - g_s) x + Delta/(1 - g_s) * this."""
+    return D_T + 0.5 * (g_t - g_s) * (1 - g_s) * r
+
+
 def semigroup_target(x_s, g_s, g_u, g_t, D_s, r_su, D_u, r_ut):
     """Stage 1's target: two half jumps s -> u -> t, as the average velocity vbar in denoiser units.
     D_s = D_T(x_s, s), r_su = r_phi(x_s, s, u), and at x_u = X_{s,u}(x_s): D_u = D_T(x_u, u),
@@ -419,22 +522,25 @@ def semigroup_target(x_s, g_s, g_u, g_t, D_s, r_su, D_u, r_ut):
     return x_s + (1 - g_s) * vbar
 
 
-def stage1_loss(student, teacher, x, table, K, boundary_every=64, weighted=True):
+def stage1_loss(student, teacher, x, table, K, boundary_every=64, weighted=True, projected=None):
     """method.md 5, stage 1: K * mean over K of (target - pred)^2 per token, for token ids x (B, L).
-    `student` is r_phi (may be wrapped by DDP), `teacher` the frozen FLM."""
+    `student` is r_phi (may be wrapped by DDP), `teacher` the frozen FLM. projected: as flm_loss's."""
     B, L = x.shape
     s, u, t = flow_map_times(B, x.device, boundary_every)
     g_s, g_u, g_t = (G(v, table)[:, None, None] for v in (s, u, t))
-    x_s = interpolant(x, g_s[:, 0, 0], torch.randn(B, L, K, device=x.device))
+    space = StateSpace(K, [student, teacher], projected)
+    x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
     with torch.no_grad():
-        D_s = torch.softmax(teacher(x_s, s).float(), -1)
-        r_su = student(x_s, s, u).float()
-        x_u = stage1_flow_map(D_s, r_su, x_s, g_s, g_u)
-        D_u = torch.softmax(teacher(x_u, u).float(), -1)
-        r_ut = student(x_u, u, t).float()
-        target = semigroup_target(x_s, g_s, g_u, g_t, D_s, r_su, D_u, r_ut)
-    r, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
-    pred = D_s + 0.5 * (g_t - g_s) * (1 - g_s) * r.float()
+        D_s = torch.softmax(space.run(teacher, x_s, s).float(), -1)
+        r_su = space.run(student, x_s, s, u).float()
+        x_u = stage1_flow_map(space.project(D_s), space.project(r_su), x_s, g_s, g_u)
+        D_u = torch.softmax(space.run(teacher, x_u, u).float(), -1)
+        r_ut = space.run(student, x_u, u, t).float()
+        # x_s's coefficient in the target is 0 (method.md 7c): a projected x_s, not in R^K, is left out
+        target = semigroup_target(0.0 if space.projected else x_s, g_s, g_u, g_t, D_s, r_su, D_u, r_ut)
+    r, w = (space.run(student, x_s, s, t, with_weight=True) if weighted
+            else (space.run(student, x_s, s, t), None))
+    pred = stage1_endpoint(D_s, r.float(), g_s, g_t)
     loss = K * (target - pred).pow(2).mean(-1)  # per token: the sum over the K coordinates
     return learned_weighting(loss.mean(1), w)
 
@@ -442,22 +548,23 @@ def stage1_loss(student, teacher, x, table, K, boundary_every=64, weighted=True)
 def flow_map_gap(D_T, r, D_psi, g_s, g_t):
     """X_{s,t}(x) - Y_{s,t}(x) = Delta / (1 - g_s) * (D_T + 1/2 Delta (1 - g_s) r - D_psi): the x terms
     cancel. Computed in this form, the gap of a tiny jump keeps its digits (x - x would not)."""
-    Delta = g_t - g_s
-    return Delta / (1 - g_s) * (D_T + 0.5 * Delta * (1 - g_s) * r - D_psi)
+    return (g_t - g_s) / (1 - g_s) * (stage1_endpoint(D_T, r, g_s, g_t) - D_psi)
 
 
-def stage2_loss(student, teacher, residual, x, table, K, boundary_every=128, weighted=False):
+def stage2_loss(student, teacher, residual, x, table, K, boundary_every=128, weighted=False, projected=None):
     """method.md 5, stage 2: K * mean over K of (X_{s,t}(x_s) - Y_{s,t}(x_s))^2 per token.
     `student` is h_psi; `teacher` and `residual` (stage 1's r_phi) are frozen. Unweighted by default, as in
-    the paper's code."""
+    the paper's code. projected: as flm_loss's; the gap has no x term, so x_s only feeds the networks."""
     B, L = x.shape
     s, _, t = flow_map_times(B, x.device, boundary_every)
     g_s, g_t = G(s, table)[:, None, None], G(t, table)[:, None, None]
-    x_s = interpolant(x, g_s[:, 0, 0], torch.randn(B, L, K, device=x.device))
+    space = StateSpace(K, [student, teacher, residual], projected)
+    x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
     with torch.no_grad():
-        D_T = torch.softmax(teacher(x_s, s).float(), -1)
-        r = residual(x_s, s, t).float()
-    h, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
+        D_T = torch.softmax(space.run(teacher, x_s, s).float(), -1)
+        r = space.run(residual, x_s, s, t).float()
+    h, w = (space.run(student, x_s, s, t, with_weight=True) if weighted
+            else (space.run(student, x_s, s, t), None))
     loss = K * flow_map_gap(D_T, r, torch.softmax(h.float(), -1), g_s, g_t).pow(2).mean(-1)
     return learned_weighting(loss.mean(1), w)
 
@@ -481,20 +588,29 @@ def flow_map_student(teacher, stage):
 
 @torch.no_grad()
 def stage1_sample(teacher, residual, table, shape, steps, x_known=None, known=None, generator=None,
-                  device="cpu"):
+                  device="cpu", projected=None, noise=None):
     """Stage 1's sampler: z <- X_{t_i, t_i+1}(z), two passes (teacher and r_phi) per step; the
-    answer is argmax of the last state. Prompting by replacement as in euler_sample."""
+    answer is argmax of the last state. Prompting by replacement, projected and noise as in euler_sample."""
     assert steps >= 1
     B, L, K = shape
-    z = torch.randn(shape, generator=generator, device=device)
-    eps_known = None if known is None else torch.randn(shape, generator=generator, device=device)
+    space = StateSpace(K, [teacher, residual], projected)
+
+    def draw():
+        return space.noise(B, L, generator, device, None if noise is None else next(noise))
+    z = draw()
+    eps_known = None if known is None else draw()
     for i in range(steps):
         s, t = torch.full((B,), i / steps, device=device), torch.full((B,), (i + 1) / steps, device=device)
         g_s, g_t = G(s, table)[:, None, None], G(t, table)[:, None, None]
-        z = keep_known(z, x_known, known, eps_known, g_s[:, 0, 0])
-        D_T = torch.softmax(teacher(z, s).float(), -1)
-        z = stage1_flow_map(D_T, residual(z, s, t).float(), z, g_s, g_t)
-    x = z.argmax(-1)
+        z = keep_known(z, x_known, known, eps_known, g_s[:, 0, 0], space)
+        D_T = torch.softmax(space.run(teacher, z, s).float(), -1)
+        r = space.run(residual, z, s, t).float()
+        z = stage1_flow_map(space.project(D_T), space.project(r), z, g_s, g_t)
+    # The last state is X_{s,1}(z) = (1 - G(1))/(1 - g_s) z + Delta/(1 - g_s) stage1_endpoint(D_T, r):
+    # a projected z has no K coordinates to take its argmax from. Where the table has G(1) = 1 (K = 65,
+    # 50257, 50258: tests/test_dspace.py checks) the z term is 0 and the argmax is the endpoint's, the
+    # same tokens; where G(1) < 1 (e.g. K = 1000, 30522) the projected sampler drops that small z term.
+    x = stage1_endpoint(D_T, r, g_s, g_t).argmax(-1) if space.projected else z.argmax(-1)
     return x if known is None else torch.where(known, x_known, x)
 
 # -----------------------------------------------------------------------------
@@ -543,31 +659,39 @@ def kl_to(target, logits):
     return ce + torch.xlogy(target, target).sum(-1)
 
 
-def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_share=0.5, weighted=False):
-    """method.md 8 for token ids x (B, L). Per sequence, with probability diagonal_share a diagonal
-    sample, KL(D_T(x_t, t) || delta_{t,t}(x_t)) with t ~ U(0, 1); else a jump s < u = s + d/2 < t
+def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_share=0.5, weighted=False,
+                 projected=None):
+    """method.md 8 for token ids x (B, L). A share diagonal_share of the sequences are diagonal
+    samples, KL(D_T(x_t, t) || delta_{t,t}(x_t)) with t ~ U(0, 1); else a jump s < u = s + d/2 < t
     (flow_map_times: the boundary (0, 1/2, 1) once in boundary_every), KL(gamma a + (1 - gamma) b ||
     delta_{s,t}(x_s)) with a = delta_{s,u}(x_s) and b = delta_{u,t}(X_{s,u}(x_s)) from the student itself
     (its online weights), without gradient. The KL is summed over the vocabulary and averaged over
     positions, then sequences, as in flm_loss and the stage losses (method.md 8 sums over positions: the
     same up to the factor L, which would change what the learning rate and grad_clip mean).
-    `student` is h_psi (may be wrapped by DDP), `teacher` the frozen FLM."""
+    `student` is h_psi (may be wrapped by DDP), `teacher` the frozen FLM. projected: as flm_loss's."""
     B, L = x.shape
+    # the first n sequences are diagonal samples (t, t, t), the rest jumps: a fixed split (not a coin per
+    # sequence), so each no-grad pass runs on its own rows only and the shapes stay fixed for compile and DDP
+    n = round(B * diagonal_share)
     s, u, t = flow_map_times(B, x.device, boundary_every)
-    # a diagonal sample is the triple (t, t, t): it takes the same passes as a jump (X_{s,u} = x_s) and
-    # keeps the teacher's target. The whole batch goes through every pass (fixed shapes for compile
-    # and DDP): a jump's D_T and a diagonal sample's a and b are computed and dropped.
-    diagonal = torch.rand(B, device=x.device) < diagonal_share
+    diagonal = torch.arange(B, device=x.device) < n
     t_diag = torch.rand(B, device=x.device)
     s, u, t = (torch.where(diagonal, t_diag, v) for v in (s, u, t))
     g_s, g_u, g_t = (G(v, table)[:, None, None] for v in (s, u, t))
-    x_s = interpolant(x, g_s[:, 0, 0], torch.randn(B, L, K, device=x.device))
+    space = StateSpace(K, [student, teacher], projected)
+    x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
+    targets = []
     with torch.no_grad():
-        a = torch.softmax(student(x_s, s, u).float(), -1)   # delta_{s,u}(x_s)
-        x_u = x_s + (g_u - g_s) * velocity(a, x_s, g_s)     # X_{s,u}(x_s), in the Euler step's form
-        b = torch.softmax(student(x_u, u, t).float(), -1)   # delta_{u,t}(X_{s,u}(x_s))
-        gamma, gamma_bar = semigroup_weights(g_s, g_u, g_t)
-        D_T = torch.softmax(teacher(x_s, s).float(), -1)
-        target = torch.where(diagonal[:, None, None], D_T, gamma * a + gamma_bar * b)
-    h, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
+        if n > 0:  # diagonal: the teacher's denoiser
+            targets.append(torch.softmax(space.run(teacher, x_s[:n], s[:n]).float(), -1))
+        if n < B:  # jumps: the mixture of the student's own two half jumps
+            j = slice(n, B)
+            a = torch.softmax(space.run(student, x_s[j], s[j], u[j]).float(), -1)   # delta_{s,u}(x_s)
+            x_u = x_s[j] + (g_u[j] - g_s[j]) * velocity(space.project(a), x_s[j], g_s[j])  # X_{s,u}(x_s)
+            b = torch.softmax(space.run(student, x_u, u[j], t[j]).float(), -1)     # delta_{u,t}(X_{s,u}(x_s))
+            gamma, gamma_bar = semigroup_weights(g_s[j], g_u[j], g_t[j])
+            targets.append(gamma * a + gamma_bar * b)
+    target = torch.cat(targets)
+    h, w = (space.run(student, x_s, s, t, with_weight=True) if weighted
+            else (space.run(student, x_s, s, t), None))
     return learned_weighting(kl_to(target, h.float()).mean(1), w)

@@ -6,7 +6,7 @@ entropy, with the teacher's many-step sampler and real text as reference lines.
 An NFE sweep (sweep.json, written by sweep.py): Gen PPL and entropy against seconds per sample.
 
 $ python plot_eval.py --out_dir=out-shakespeare-char --png=assets/context_gain.png
-$ python plot_eval.py --out_dir=out-shakespeare-char-fm2 --png=assets/distill.png
+$ python plot_eval.py --out_dir=out-shakespeare-char-fm --png=assets/distill.png
 $ python plot_eval.py --sweep=sweep-shakespeare-char/sweep.json --png=assets/sweep.png
 """
 import json

@@ -5,7 +5,7 @@ deterministic sampler), a flow map in one step, MDLM in 128 steps, AR left to ri
 
 $ python sample.py                                   # out-shakespeare-char/ckpt.pt, 64 steps
 $ python sample.py --steps=8 --num_samples=4 --start="ROMEO:"
-$ python sample.py --out_dir=out-shakespeare-char-fm2          # one step
+$ python sample.py --out_dir=out-shakespeare-char-fm           # one step
 $ python sample.py --ckpt=path/to/ckpt.pt --start=FILE:prompt.txt --out=samples.json
 $ python sample.py --init_from=FMLM-B-OWT --steps=1       # the paper's released checkpoints (pretrained.py)
 

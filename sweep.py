@@ -27,7 +27,7 @@ from plot_eval import plot_sweep
 judge = ''                # an AR checkpoint (train.py --kind=ar), or a transformers GPT-2 name or folder
 out_dir = 'sweep-shakespeare-char'
 flm_ckpt = 'out-shakespeare-char/ckpt.pt'        # each method's checkpoint; '' leaves it out
-fmlm_ckpt = 'out-shakespeare-char-fm2/ckpt.pt'
+fmlm_ckpt = 'out-shakespeare-char-fm/ckpt.pt'
 mdlm_ckpt = 'out-shakespeare-char-mdlm/ckpt.pt'
 ar_ckpt = 'out-shakespeare-char-ar/ckpt.pt'
 flm_steps = '1,2,4,8,16,32,64,128,256,1024'    # (512 left out: ~5 CPU minutes each for FLM and MDLM)

@@ -6,12 +6,12 @@ On one CPU or GPU (with no arguments: the tiny Shakespeare char FLM):
 $ python train.py
 $ python train.py --batch_size=64 --max_iters=1000
 
-Distil a trained FLM into a one-step flow map, in two stages (method.md 5); the stage-1
-checkpoint carries its teacher, so stage 2 needs only it:
+Distil a trained FLM into a one-step flow map: by default one network on a KL semigroup
+target (method.md 8), or in two stages (method.md 5), whose stage-1 checkpoint carries the
+teacher, so stage 2 needs only it:
+$ python train.py config/distill_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
 $ python train.py config/distill_stage1_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
 $ python train.py config/distill_stage2_shakespeare_char.py --stage1=out-shakespeare-char-fm1/ckpt.pt
-or in one stage, one network on a KL semigroup target (method.md 8):
-$ python train.py config/distill_flowmap_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
 
 The baselines, and the AR judge of generated text (eval.py):
 $ python train.py --kind=ar --out_dir=out-shakespeare-char-ar
@@ -41,7 +41,7 @@ import dataset as data
 import flm
 import kinds
 import textstats
-from configurator import check, die, overrides, resume_config, system
+from configurator import check, die, overrides, resume_config, save_atomic, scalars, system, wandb_init, writable
 
 # -----------------------------------------------------------------------------
 # default config values: the tiny Shakespeare char FLM, ~16 minutes on a 2-core CPU
@@ -52,6 +52,9 @@ log_interval = 10
 eval_iters = 4            # fixed batches per split at each eval
 eval_sample_steps = 32    # sampler steps of the sample printed at each eval
 init_from = 'scratch'     # 'scratch' or 'resume'
+wandb_log = False         # also log to Weights & Biases (pip install wandb), from the master process
+wandb_project = 'flm'
+wandb_run_name = ''       # '' : out_dir's name
 # data
 dataset = 'shakespeare_char'  # a folder under data/, or a path to one
 gradient_accumulation_steps = 1
@@ -64,6 +67,7 @@ n_head = 4
 n_embd = 128
 n_cond = 128
 dropout = 0.0             # measured: 0.1 slowed the CPU step by 25% and did not help in 20 minutes
+time_scale = 1000.0       # the time embedding reads time_scale * t (the paper's code: 1, raw t; docs/results.md)
 # AdamW optimizer, warmup then (optionally) cosine decay
 learning_rate = 2e-3
 max_iters = 3600
@@ -101,7 +105,7 @@ if config['init_from'] == 'resume':  # the run's own options; the command line m
     config = resume_config(defaults, given, checkpoint['config'], {
         'max_iters', 'learning_rate', 'warmup_iters', 'decay_lr', 'lr_decay_iters', 'min_lr', 'grad_clip',
         'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps', 'eval_samples', 'eval_ref_steps',
-        'device', 'dtype', 'compile', 'backend'})
+        'device', 'dtype', 'compile', 'backend', 'wandb_log', 'wandb_project', 'wandb_run_name'})
 elif 'loss_weighting' not in given:  # the kind's default, recorded in the run's config
     config['loss_weighting'] = config['kind'] in kinds.WEIGHTED
 globals().update(config)
@@ -118,7 +122,7 @@ check(config, {
     'diagonal_share': (0 <= diagonal_share <= 1, "in [0, 1]"),
     **{k: (config[k] > 0, "> 0") for k in (
         'batch_size', 'block_size', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps',
-        'gradient_accumulation_steps', 'n_layer', 'n_embd', 'n_cond', 'eval_samples', 'eval_ref_steps', 'lr_decay_iters')}})
+        'gradient_accumulation_steps', 'n_layer', 'n_embd', 'n_cond', 'time_scale', 'eval_samples', 'eval_ref_steps', 'lr_decay_iters')}})
 kinds.check_sources(kind, teacher, stage1)
 distilling = kind in kinds.FLOW_MAPS
 
@@ -146,7 +150,7 @@ if master_process:
     print(f"tokens per iteration: {tokens_per_iter:,} on {world_size} process(es), device {device}, dtype {dtype}")
 
 # -----------------------------------------------------------------------------
-# data: train.bin / val.bin of uint16 token ids; meta.pkl holds a char vocabulary (else GPT-2 BPE)
+# data: train.bin / val.bin of uint16 token ids; meta.pkl: a char vocabulary or a tokenizer, packed blocks (dataset.py)
 data_dir = data.folder(dataset)
 if master_process:
     data.prepare_if_missing(dataset)
@@ -155,14 +159,14 @@ if ddp:
 data.prepare_if_missing(dataset)  # every rank: a one-line error if it is still missing
 meta = data.read_meta(data_dir)
 vocab_size = meta['vocab_size']
-counts = data.check_splits(data_dir, vocab_size, block_size)
+counts = data.check_splits(data_dir, vocab_size, block_size, meta.get('block_size', 0))
 # unigram frequencies pi (add-one smoothed: no log pi is -inf), for the context gain's reference
 log_pi = torch.tensor(np.log((counts + 1) / (counts + 1).sum()), dtype=torch.float32, device=device)
 encode, decode = data.codec(meta)
 
 
 def get_batch(split, generator=None):
-    return data.get_batch(data_dir, split, batch_size, block_size, device, generator)
+    return data.get_batch(data_dir, split, batch_size, block_size, device, generator, meta.get('block_size', 0))
 
 # -----------------------------------------------------------------------------
 # model, its loss and sampler (kinds.py), optimizer, EMA
@@ -171,7 +175,7 @@ def get_batch(split, generator=None):
 teacher_net, residual_net, carried = kinds.frozen_networks(kind, teacher, stage1, checkpoint, vocab_size, block_size,
                                                            device)
 model_args = dict(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
-                  n_embd=n_embd, n_cond=n_cond, dropout=dropout)
+                  n_embd=n_embd, n_cond=n_cond, dropout=dropout, time_scale=time_scale)
 if checkpoint is not None:
     kinds.require_kind(checkpoint, ckpt_path, '--init_from=resume', kind)
     model_args, iter_num = checkpoint['model_args'], checkpoint['iter_num']
@@ -296,14 +300,7 @@ def save_checkpoint():
             'optimizer': optimizer.state_dict(), 'model_args': model_args, 'iter_num': iter_num,
             'config': config, 'meta': meta, 'rng': [s for s, _ in gathered],
             'weight_fingerprints': [w for _, w in gathered], **carried}
-    try:
-        with open(ckpt_path + '.tmp', 'wb') as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(ckpt_path + '.tmp', ckpt_path)  # atomic: an interrupted save leaves the old file
-    except (OSError, RuntimeError) as e:
-        die(f"cannot write {ckpt_path}: {os.strerror(e.errno) if getattr(e, 'errno', None) else e}")
+    save_atomic(ckpt, ckpt_path)  # an interrupted save leaves the old file
     print(f"saved checkpoint to {ckpt_path}")
 
 
@@ -334,13 +331,11 @@ def stop_requested():
     return int(flag.item())
 
 
+wandb = None  # the master process logs to Weights & Biases if asked to: wandb.log(figures, step=iter_num)
 if master_process:
-    try:  # an unwritable out_dir is found now, not at the first save
-        os.makedirs(out_dir, exist_ok=True)
-        open(os.path.join(out_dir, '.writable'), 'w').close()
-        os.remove(os.path.join(out_dir, '.writable'))
-    except OSError as e:
-        die(f"--out_dir={out_dir}: cannot write there: {e.strerror or e}")
+    writable(out_dir, '--out_dir')  # an unwritable out_dir is found now, not at the first save
+    if wandb_log:
+        wandb = wandb_init(wandb_project, wandb_run_name or os.path.basename(os.path.abspath(out_dir)), config)
 signal.signal(signal.SIGINT, on_signal)
 signal.signal(signal.SIGTERM, on_signal)
 saved_at = iter_num if init_from == 'resume' else -1  # the iteration of the checkpoint on disk
@@ -352,6 +347,8 @@ while True:
             print(f"eval {iter_num}: {line}")
             print(f"sample ({how}): {decode(ids.tolist())[:200]!r}")
             log_eval(ev)
+            if wandb:
+                wandb.log({'iter': iter_num, 'lr': get_lr(iter_num), **scalars(ev)}, step=iter_num)
         save_checkpoint()
         saved_at = iter_num
         t0 = time.time()  # do not count the eval in the next step's time
@@ -393,7 +390,11 @@ while True:
         lossf = loss.item() * gradient_accumulation_steps  # a sync: only every log_interval
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000 / log_interval:.1f} ms/iter, "
               f"{tokens_per_iter * log_interval / dt:,.0f} tokens/s")
+        if wandb:
+            wandb.log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'tokens/s': tokens_per_iter * log_interval / dt}, step=iter_num)
         t0 = time.time()
+if wandb:
+    wandb.finish()
 if ddp:
     dist.barrier()  # no rank leaves while another is still in a collective
     dist.destroy_process_group()

@@ -99,7 +99,7 @@ def test_kill_9_campaign_loses_nothing(tmp_path, char_dataset):
     full = train(tmp_path, *common, '--out_dir=full', timeout=600)
     assert full.returncode == 0, full.stderr
     rng, ckpt, progress = random.Random(), tmp_path / 'k' / 'ckpt.pt', []
-    for _ in range(10):
+    for _ in range(6):
         resume = ['--init_from=resume'] if ckpt.exists() else []
         proc = popen_train(tmp_path, *common, '--out_dir=k', *resume)
         for line in proc.stdout:  # past the start-up (~7 s): training, evaluating and saving
