@@ -5,15 +5,19 @@ depend on them.
 
 For each sequence length L and vocabulary size K:
 - training: the time of one optimizer step of each kind in --train (the FLM, the FMLM's stage 1
-  and stage 2, MDLM and AR by default; also flowmap), at one batch size for all, with its tokens/s
+  and stage 2, the one-network flow map, MDLM and AR by default), at one batch size for all, the
+  kinds timed in turn (a step of each, then again), as a multiple of AR's step, with its tokens/s
   and, for the kinds of one forward and backward pass per step (flm, mdlm, ar), its model FLOPs
   utilisation (MFU): model FLOPs per second over --peak_flops;
 - sampling: the latency of one sample (batch 1) and the throughput at --batch of each sampler in
   --samplers: the FLM at --flm_steps, the FMLM (stage 2) at 1, 2 and 4 steps, MDLM at 8 steps and
-  AR with its KV cache.
-The FLM's and FMLM's state is a (B, L, K) tensor (and so is the input of their networks), which
-at K = 50257 and L = 1024 is 206 MB per sample: where a batch would need more than --mem_gb,
-it is halved until it fits, and the table says which batch was used.
+  AR with its KV cache;
+- memory: where K > d, the peak memory of the FLM's sampler at --mem_steps with its state in d
+  dimensions (flm.py 7) against the dense (B, L, K) state: the peak resident memory of this process
+  on a CPU (Linux), the peak allocated memory on a GPU.
+Where K > d no loss or sampler holds a (B, L, K) tensor other than the networks' logits (flm.py 7),
+as in an AR model; at K = 50257 and L = 1024 each is 206 MB per sample: where a batch would need
+more than --mem_gb, it is halved until it fits, and the tables say which batch was used.
 
 Model FLOPs per token, as nanoGPT estimates them: 6 N for the N weights that act on every token
 (2 N forward, 4 N backward; the FLM's input layer, a K x d matrix, is one of them, AR's embedding,
@@ -28,7 +32,9 @@ and the one-step FMLM's latency for a 1024-token sample (a few minutes, most of 
 $ python bench.py config/bench_owt_gpu.py --out=bench-owt-gpu.json
 """
 
+import gc
 import json
+import os
 import sys
 import time
 
@@ -45,13 +51,15 @@ n_layer = 4               # the transformer: train.py's default
 n_head = 4
 n_embd = 128
 n_cond = 128
-train = 'flm,stage1,stage2,mdlm,ar'           # the kinds whose training step is timed ('' for none)
+train = 'flm,stage1,stage2,flowmap,mdlm,ar'   # the kinds whose training step is timed ('' for none)
 samplers = 'flm,fmlm1,fmlm2,fmlm4,mdlm,ar'    # the samplers timed ('' for none)
 batch = 32                # the throughput batch (smaller where it does not fit in --mem_gb)
 train_batch = 32          # the training batch (same rule)
 flm_steps = 32            # the FLM's sampler steps
-reps = 3                  # timed repetitions (the median is reported) after one warm-up call
-mem_gb = 6.0              # memory a batch may take
+mem_steps = 64            # the FLM sampler's steps whose peak memory is measured, d-dim state and dense (0: none)
+mem_tokens = 1024         # ... at the batch of this many tokens (8 samples at L = 128, 1 at L = 1024)
+reps = 5                  # timed repetitions (the median is reported) after one warm-up call
+mem_gb = 8.0              # memory a batch may take
 device = 'auto'
 dtype = 'auto'            # 'auto': bfloat16 autocast on a GPU that has it, else float32
 compile = False           # torch.compile the timed networks (the warm-up call compiles; not timed)
@@ -63,11 +71,13 @@ config_keys = [k for k, v in globals().items() if not k.startswith('_') and isin
 config = configure({k: globals()[k] for k in config_keys}, sys.argv[1:])
 globals().update(config)
 Ls, Ks = int_list(L, 'L', 2), int_list(K, 'K', 2)
-for key in ('batch', 'train_batch', 'flm_steps', 'reps', 'n_layer', 'n_head', 'n_embd', 'n_cond'):
+for key in ('batch', 'train_batch', 'flm_steps', 'reps', 'n_layer', 'n_head', 'n_embd', 'n_cond', 'mem_tokens'):
     if config[key] < 1:
         die(f"--{key} must be >= 1, got {config[key]}")
 if n_embd % n_head or n_embd // n_head % 2:
     die(f"--n_head={n_head} must divide --n_embd={n_embd} into heads of even width")
+if mem_steps < 0:
+    die(f"--mem_steps must be >= 0 (0: no memory measurement), got {mem_steps}")
 if mem_gb <= 0 or peak_flops <= 0:
     die(f"--mem_gb and --peak_flops must be > 0, got {mem_gb} and {peak_flops}")
 # display names; a sampler is (name, the kind of its network, steps)
@@ -81,8 +91,8 @@ train_kinds, sampler_keys = [k for k in train.split(',') if k], [k for k in samp
 for key, given, known in (('train', train_kinds, TRAIN), ('samplers', sampler_keys, SAMPLERS)):
     if any(k not in known for k in given):
         die(f"--{key} takes a comma-separated list of {', '.join(known)}; got '{config[key]}'")
-if not train_kinds and not sampler_keys:
-    die("nothing to time: --train and --samplers are both empty")
+if not train_kinds and not sampler_keys and not mem_steps:
+    die("nothing to measure: --train and --samplers are empty and --mem_steps is 0")
 device, device_type, dtype, ctx = system(device, dtype)
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
@@ -110,6 +120,27 @@ def timed(fn):
         sync()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def timed_in_turn(fns):
+    """{name: median seconds of fn()} over `reps` rounds after a warm-up call of each, the fns called in
+    turn within each round, so that the machine's drift (other load, clock speed) falls on all alike;
+    without --compile, one whose warm-up took over 10 s is timed by that call alone."""
+    first, times = {}, {k: [] for k in fns}
+    for k, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        first[k] = time.perf_counter() - t0
+    for _ in range(reps):
+        for k, fn in fns.items():
+            if first[k] > 10 and not compile:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] if v else first[k] for k, v in times.items()}
 
 
 def fitting(want, per_sample_bytes):
@@ -141,6 +172,36 @@ def flops_per_token(net, seq_len):
     return 6 * N + 12 * net.cfg.n_layer * net.cfg.n_embd * seq_len
 
 
+def rss_kb(field):
+    """VmRSS or VmHWM (the peak since the last reset) of this process, in kB; None off Linux."""
+    try:
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
+    except (OSError, StopIteration):
+        return None
+
+
+def peak_memory(fn):
+    """Bytes by which fn() raised this process's memory above its level at the call: on a GPU the
+    peak allocated memory, on a CPU the peak resident set (Linux: its mark is reset here). None
+    where it cannot be measured."""
+    gc.collect()
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    if device_type != 'cpu' or rss_kb('VmRSS') is None or not os.access('/proc/self/clear_refs', os.W_OK):
+        return None
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # the kernel's reset of the peak resident set (VmHWM)
+    base = rss_kb('VmRSS')
+    fn()
+    return 1024 * (rss_kb('VmHWM') - base)
+
+
 def compiled(net):
     return torch.compile(net) if compile else net
 
@@ -161,19 +222,24 @@ for seq_len in Ls:
                 nets[kind] = build[kind]().to(device)
             return nets[kind]
         residual = net_of('stage1') if 'stage2' in train_kinds else None  # stage 2's target reads r_phi
-        row = {'L': seq_len, 'K': vocab, 'train': {}, 'tokens_per_s': {}, 'mfu': {}, 'latency': {}, 'throughput': {}}
-        # training: a (B, L, K) tensor costs 4 L K bytes per sample; a distillation step holds ~24 of
-        # them at once, an FLM step ~10 (its noisy input, logits and their gradients, autocast's copies)
-        B = fitting(train_batch, (24 if set(train_kinds) - set(ONE_PASS) else 10) * 4 * seq_len * vocab)
+        row = {'L': seq_len, 'K': vocab, 'train': {}, 'tokens_per_s': {}, 'mfu': {}, 'latency': {}, 'throughput': {},
+               'memory': {}}
+        # training: a (B, L, K) tensor costs 4 L K bytes per sample; a distillation step holds ~10 of
+        # them at once (several networks' logits, softmaxes, gradients; measured: 1.9 GB at B = 8,
+        # L = 128, K = 50257), one forward and backward pass ~6 (and where K <= d, the dense state and noise)
+        B = fitting(train_batch, (10 if set(train_kinds) - set(ONE_PASS) else 6) * 4 * seq_len * vocab)
         row['train_batch'] = B
         x = torch.randint(0, vocab, (B, seq_len), device=device)
+        steps = {}
         for kind in train_kinds:
-            name, model = TRAIN[kind], net_of(kind).train()
             loss_fn = kinds.loss_fn(kind, vocab, table, teacher, residual,
                                     {'stage1': 64, 'stage2': 128, 'flowmap': 64}.get(kind, 1), weighted=True)
-            step_model = compiled(model)
-            seconds = timed(train_step(model, lambda: loss_fn(step_model, x)))
-            model.eval()
+            model = net_of(kind).train()
+            steps[kind] = train_step(model, lambda loss_fn=loss_fn, step_model=compiled(model): loss_fn(step_model, x))
+        seconds_of = timed_in_turn(steps)
+        del steps  # the optimizers' state
+        for kind in train_kinds:
+            name, model, seconds = TRAIN[kind], net_of(kind).eval(), seconds_of[kind]
             row['train'][name], row['tokens_per_s'][name] = seconds, B * seq_len / seconds
             line = f"{1000 * seconds:.1f} ms, {B * seq_len / seconds:,.0f} tokens/s"
             if kind in ONE_PASS:
@@ -201,8 +267,23 @@ for seq_len in Ls:
                 row['throughput'][name] = B / (row['latency'][name] if B == 1 else timed(lambda: run(B)))
                 print(f"L={seq_len} K={vocab}: {name}: {1000 * row['latency'][name]:.1f} ms per sample at batch 1, "
                       f"{row['throughput'][name]:.2f} samples/s at batch {B}", flush=True)
+        # memory: the FLM's sampler, its state in d dims against the dense state (the same tokens, flm.py 7)
+        net = net_of('flm').eval()
+        if mem_steps and flm.StateSpace(vocab, [net]).projected:
+            B = max(1, mem_tokens // seq_len)
+            row['memory_batch'] = B
+            for name, projected in (('d-space', True), ('dense', False)):
+                def run():
+                    with torch.no_grad(), ctx:
+                        flm.euler_sample(net, table, (B, seq_len, vocab), mem_steps, device=device, projected=projected,
+                                         generator=torch.Generator(device=device).manual_seed(seed))
+                row['memory'][name] = peak_memory(run)
+            if None not in row['memory'].values():
+                print(f"L={seq_len} K={vocab}: FLM sampler, {mem_steps} steps, batch {B}: peak memory "
+                      f"{row['memory']['d-space'] / 2**20:.0f} MiB with a d-dim state, "
+                      f"{row['memory']['dense'] / 2**20:.0f} MiB dense", flush=True)
         results.append(row)
-        del teacher, residual, nets
+        del teacher, residual, nets, net
         if device_type == 'cuda':
             torch.cuda.empty_cache()
 
@@ -212,10 +293,11 @@ print(f"\n{n_layer} layers, width {n_embd}, {device} ({dtype}{', compiled' if co
       f"{torch.get_num_threads()} threads; median of {reps}")
 names = list(results[0]['train'])
 if names:
+    print("\nTraining: one optimizer step, and as a multiple of AR's (else the FLM's).")
     print("\n| L | K | batch | " + " | ".join(names) + " |")
     print("| --- | --- | --- |" + " --- |" * len(names))
     for r in results:
-        ref = r['train'].get('FLM')
+        ref = r['train'].get('AR', r['train'].get('FLM'))
         print(f"| {r['L']} | {r['K']} | {r['train_batch']} | "
               + " | ".join(f"{1000 * v:.0f} ms" + (f" ({v / ref:.2f}x)" if ref else "") for v in r['train'].values())
               + " |")
@@ -238,6 +320,16 @@ if names:
         if 'AR (KV cache)' in r['latency'] and 'FMLM 1 step' in r['latency']:
             print(f"L={r['L']} K={r['K']}: AR (KV cache) latency / FMLM 1-step latency = "
                   f"{r['latency']['AR (KV cache)'] / r['latency']['FMLM 1 step']:.1f}")
+measured = [r for r in results if r['memory'] and None not in r['memory'].values()]
+if measured:
+    print(f"\nMemory: peak of the FLM's {mem_steps}-step sampler ({'allocated' if device_type == 'cuda' else 'resident'})"
+          f", its state in d dims and dense.\n\n| L | K | batch | d-space | dense | d-space / dense |\n| --- | --- | --- | --- | --- | --- |")
+    for r in measured:
+        m = r['memory']
+        print(f"| {r['L']} | {r['K']} | {r['memory_batch']} | {m['d-space'] / 2**20:.0f} MiB | {m['dense'] / 2**20:.0f} MiB "
+              f"| {m['d-space'] / m['dense']:.2f} |")
+elif mem_steps and any(r['memory'] for r in results):
+    print("\nMemory: not measured on this system (it needs Linux's /proc or a GPU)")
 if out:
     with open(out, 'w') as f:
         json.dump({'config': config, 'device': device, 'dtype': dtype, 'threads': torch.get_num_threads(),

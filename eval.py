@@ -1,10 +1,12 @@
 """
 Judge generated text: its Gen PPL (the perplexity a judge model assigns to the samples,
-exp of the mean NLL per token) and its mean unigram entropy per sample. Read them together:
+exp of the mean NLL per token) and its mean unigram entropy per sample (of the decoded text's
+characters, textstats.py; and of the token ids, the paper's figure for GPT-2 BPE). Read them together:
 a sampler that repeats a few likely tokens gets a low Gen PPL and a low entropy.
 
-Judges: an AR checkpoint (python train.py --kind=ar) for character data, or a GPT-2 model of
-the transformers package (a name such as gpt2-large, or a saved folder) for GPT-2 BPE data.
+Judges: an AR checkpoint (python train.py --kind=ar, another seed) of the data the samples come
+from, characters or GPT-2 BPE, or a GPT-2 model of the transformers package (a name such as
+gpt2-large, or a saved folder) for GPT-2 BPE data.
 
 $ python sample.py --out_dir=out-shakespeare-char-fm --num_samples=64 --out=fm.json
 $ python eval.py --samples=fm2.json --judge=out-shakespeare-char-judge/ckpt.pt
@@ -96,11 +98,13 @@ def load_judge(path, device):
 
 @torch.no_grad()
 def judge_samples(judge, texts, ids, batch=16, device='cpu'):
-    """Gen PPL under the judge and mean unigram entropy of samples (their texts and token ids)."""
+    """Gen PPL under the judge and mean unigram entropy of samples (their texts and token ids): of the
+    texts' characters (textstats) and of the ids (the paper's, for GPT-2 BPE; the same for characters)."""
     nll, encode = judge
     x = torch.tensor([encode(t, i) for t, i in zip(texts, ids)], dtype=torch.long, device=device)
     per_token = torch.cat([nll(x[i:i + batch]) for i in range(0, len(x), batch)])
-    return {'gen_ppl': gen_ppl(per_token), 'entropy': textstats.mean_unigram_entropy(ids)}
+    return {'gen_ppl': gen_ppl(per_token), 'entropy': textstats.mean_unigram_entropy(texts),
+            'token_entropy': textstats.mean_unigram_entropy(ids)}
 
 
 def read_samples(path):
@@ -146,5 +150,5 @@ if __name__ == '__main__':
     for path, (texts, ids, extra) in files.items():
         r = judge_samples(the_judge, texts, ids, config['judge_batch'], device)
         s = extra['settings']
-        print(f"{path}: Gen PPL {r['gen_ppl']:.3f}, entropy {r['entropy']:.3f} "
-              f"({s.get('kind', '?')}, {s.get('steps', '?')} steps, {len(ids)} samples)")
+        print(f"{path}: Gen PPL {r['gen_ppl']:.3f}, entropy {r['entropy']:.3f} (characters), token entropy "
+              f"{r['token_entropy']:.3f} ({s.get('kind', '?')}, {s.get('steps', '?')} steps, {len(ids)} samples)")

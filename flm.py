@@ -616,11 +616,21 @@ def stage1_sample(teacher, residual, table, shape, steps, x_known=None, known=No
 # -----------------------------------------------------------------------------
 # 6. Evaluation: how much a model uses context. Gen PPL and entropy are eval.py's.
 
-def unigram_denoiser_logits(x_g, g, log_pi):
+def unigram_denoiser_logits(x_g, g, log_pi, E=None):
     """The Bayes denoiser of a model that ignores all other positions: tokens i.i.d. with
-    frequencies pi, so p(x | x_g) is prop. to pi_x * exp(g / (1 - g)^2 * (x_g)_x)."""
+    frequencies pi, so p(x | x_g) is prop. to pi_x * exp(g / (1 - g)^2 * (x_g)_x).
+    With E (K x d, K > d), x_g is a projected state h = x_g @ E (section 7): what a network with that
+    input layer sees. h | x ~ N(g E_x, (1 - g)^2 S), S = E^T E, so p(x | h) is prop. to
+    pi_x * exp(g / (1 - g)^2 * h S^-1 E_x - g^2 / (2 (1 - g)^2) * E_x S^-1 E_x): d dims carry a token
+    only where g / (1 - g) is large against sqrt(K / d) (the mean of E_x S^-1 E_x is d / K), much later
+    than R^K, where sqrt(2 log K) suffices. (For K <= d the two coincide.)"""
     g = g.to(x_g.dtype)[:, None, None]
-    return log_pi.to(x_g.dtype) + g / (1 - g) ** 2 * x_g
+    if E is None:
+        return log_pi.to(x_g.dtype) + g / (1 - g) ** 2 * x_g
+    E = E.to(x_g.dtype)
+    P = torch.linalg.solve(E.T @ E, E.T)  # S^-1 E^T, d x K
+    leverage = (E * P.T).sum(-1)           # E_x S^-1 E_x, per token
+    return log_pi.to(x_g.dtype) + g / (1 - g) ** 2 * (x_g @ P) - g ** 2 / (2 * (1 - g) ** 2) * leverage
 
 # -----------------------------------------------------------------------------
 # 8. One network, a KL semigroup target (method.md 8, the paper's later recipe)

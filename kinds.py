@@ -174,6 +174,7 @@ def eval_ce(kind, net, x, table, log_pi, generator):
     if kind == 'ar':
         return [baselines.ar_loss(net, x, K)], unigram
     ces = []
+    space = flm.StateSpace(K, [net]) if kind == 'flm' else None  # the network's input in d dims where K > d
     for tj in EVAL_T:
         if kind == 'mdlm':
             mask = torch.rand(x.shape, generator=generator, device=x.device) < tj
@@ -181,8 +182,9 @@ def eval_ce(kind, net, x, table, log_pi, generator):
             continue
         t = torch.full((x.size(0),), tj, device=x.device)
         g = flm.G(t, table)
-        x_g = flm.interpolant(x, g, torch.randn(*x.shape, K, generator=generator, device=x.device))
-        ces.append(F.cross_entropy(net(x_g, t).flatten(0, 1).float(), x.flatten()))
-        if tj == 0.5:
-            unigram = F.cross_entropy(flm.unigram_denoiser_logits(x_g, g, log_pi).flatten(0, 1), x.flatten())
+        x_g = flm.interpolant(x, g, space.noise(*x.shape, generator, x.device), space)
+        ces.append(F.cross_entropy(space.run(net, x_g, t).flatten(0, 1).float(), x.flatten()))
+        if tj == 0.5:  # the reference sees what the network sees: x_g, or its image under E where K > d
+            E = flm.input_embedding(net).float() if space.projected else None
+            unigram = F.cross_entropy(flm.unigram_denoiser_logits(x_g.float(), g, log_pi, E).flatten(0, 1), x.flatten())
     return ces, unigram

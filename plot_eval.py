@@ -33,7 +33,7 @@ def plot_distillation(rows, png):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, key, label in zip(axes, ('valid_words', 'entropy'), ('valid-word fraction', 'unigram entropy (nats)')):
         if key not in rows[0]['teacher']:
-            die(f"the evaluations have no {key} figures (they need character data)")
+            die(f"the evaluations have no {key} figures (runs of an older version had them for character data only)")
         for name in ('1 step', '4 step'):
             ax.plot(iters, [r[name][key] for r in rows], 'o-', label=f"{rows[0]['kind']}, {name}")
         ax.axhline(rows[0]['teacher'][key], color='C2', ls='--', label='FLM teacher, many steps')
@@ -87,7 +87,9 @@ def plot_sweep(sweep_path, png):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, key, label in ((axes[0], 'gen_ppl', 'Gen PPL under the judge (lower: likelier text)'),
                            (axes[1], 'entropy', 'unigram entropy per sample (nats)')):
-        for method, style in (('FLM', 'o-'), ('FMLM', 's-'), ('MDLM', '^-'), ('AR', '*')):
+        flm_styles = iter(['o-', 'o--', 'o:', 'o-.'] * 4)  # the FLM at one or several etas ('FLM eta 0', ...)
+        for method in dict.fromkeys(r['method'] for r in rows):
+            style = {'FMLM': 's-', 'MDLM': '^-', 'AR': '*'}.get(method) or next(flm_styles)
             rs = [r for r in shown if r['method'] == method]
             if rs:
                 ax.plot([r['seconds_per_sample'] for r in rs], [r[key] for r in rs], style, label=method,

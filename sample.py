@@ -38,7 +38,7 @@ start = ''                # prompt text at the start of every sample, or FILE:pa
 seed = 1337
 out = ''                  # write the samples and settings as JSON here
 ema = True                # sample with the EMA weights
-stats = True              # for character data: valid-word fraction and unigram entropy
+stats = True              # valid-word fraction and unigram entropy, beside the training data's
 device = 'auto'
 dtype = 'auto'
 # -----------------------------------------------------------------------------
@@ -114,10 +114,9 @@ print(f"{seconds:.3f} s per sample ({name}, {num_samples} samples, batch {batch_
 
 result = {'samples': samples, 'ids': samples_ids, 'seconds_per_sample': seconds,
           'settings': {**config, 'steps': steps, 'eta': eta, 'start': start, 'ckpt': source, 'kind': kind}}
-if stats and 'itos' in meta and os.path.isfile(os.path.join(data_dir, 'train.bin')):
-    words, reference = textstats.char_data_stats(data_dir, meta['itos'], L)
-    figures = {'valid_words': textstats.valid_word_fraction(samples, words),
-               'entropy': textstats.mean_unigram_entropy(samples_ids)}
+if stats and data_dir and os.path.isfile(os.path.join(data_dir, 'train.bin')):
+    words, reference = textstats.data_stats(data_dir, decode, L)
+    figures = textstats.text_figures(samples, words)
     print(textstats.report(name, figures, reference))
     result['stats'], result['reference'] = figures, reference
 if out:

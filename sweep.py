@@ -7,6 +7,7 @@ picks up where it stopped.
 
 $ python sweep.py --judge=out-shakespeare-char-judge/ckpt.pt
 $ python sweep.py --judge=... --flm_steps=8,64 --fmlm_ckpt='' --mdlm_steps=8
+$ python sweep.py config/sweep_shakespeare_bpe.py          # GPT-2 BPE Shakespeare (README)
 """
 
 import json
@@ -20,7 +21,7 @@ import dataset as data
 import kinds
 import textstats
 from configurator import configure, die, int_list, system
-from eval import judge_file, judge_samples, load_judge
+from eval import judge_file, judge_samples, load_judge, read_samples
 from plot_eval import plot_sweep
 
 # -----------------------------------------------------------------------------
@@ -33,9 +34,10 @@ ar_ckpt = 'out-shakespeare-char-ar/ckpt.pt'
 flm_steps = '1,2,4,8,16,32,64,128,256,1024'    # (512 left out: ~5 CPU minutes each for FLM and MDLM)
 fmlm_steps = '1,2,4,8'
 mdlm_steps = '8,16,32,64,128,256,1024'
-flm_eta = -1.0            # sample.py's --eta for the FLM (-1: its default)
+flm_eta = ''              # the FLM's fresh noise (sample.py --eta), comma-separated for several ('': its default)
 num_samples = 64
 batch_size = 64           # samples generated at once: seconds per sample at this batch
+latency = False           # also the seconds of one sample at batch 1 (one more sample.py run per setting)
 judge_batch = 16
 seed = 1337
 device = 'auto'
@@ -49,27 +51,35 @@ if min(num_samples, batch_size, judge_batch) < 1:
     die(f"--num_samples, --batch_size and --judge_batch must be >= 1")
 device = system(device, 'float32')[0]
 here = os.path.dirname(os.path.abspath(__file__))
-runs = []  # (method, checkpoint, steps)
+try:
+    etas = [float(e) for e in flm_eta.split(',')] if flm_eta else [-1.0]
+except ValueError:
+    etas = [2.0]
+if not all(0 <= e <= 1 or e == -1 for e in etas):
+    die(f"--flm_eta takes numbers in [0, 1], comma-separated ('': sample.py's default); got '{flm_eta}'")
+runs = []  # (method, checkpoint, steps, eta)
 for method, path, key in (('AR', ar_ckpt, None), ('MDLM', mdlm_ckpt, 'mdlm_steps'),
                           ('FLM', flm_ckpt, 'flm_steps'), ('FMLM', fmlm_ckpt, 'fmlm_steps')):
     if not path:
         continue
     if not os.path.isfile(path):
         die(f"no {method} checkpoint at {path}; train it (README) or leave it out with --{method.lower()}_ckpt=''")
-    runs += [(method, path, s) for s in ([0] if key is None else int_list(config[key], key))]
+    for eta in (etas if method == 'FLM' else [-1.0]):
+        label = f"FLM eta {eta:g}" if eta != -1 else method
+        runs += [(label, path, s, eta) for s in ([0] if key is None else int_list(config[key], key))]
 if not runs:
     die("every checkpoint is left out: nothing to sweep")
 the_judge = load_judge(judge, device)
 os.makedirs(os.path.join(out_dir, 'samples'), exist_ok=True)
 
 
-def sample_file(name, path, steps, eta):
+def sample_file(name, path, steps, eta, n=num_samples, batch=batch_size):
     """The samples file of one setting, made by sample.py unless the same command already made it."""
     out = os.path.join(out_dir, 'samples', f'{name}.json')
     index_path = os.path.join(out_dir, 'samples', 'index.json')  # name -> the command of its file
     index = json.load(open(index_path)) if os.path.isfile(index_path) else {}
-    args = [os.path.join(here, 'sample.py'), f'--ckpt={path}', f'--steps={steps}', f'--num_samples={num_samples}',
-            f'--batch_size={batch_size}', f'--seed={seed}', f'--out={out}', '--stats=False', f'--device={device}']
+    args = [os.path.join(here, 'sample.py'), f'--ckpt={path}', f'--steps={steps}', f'--num_samples={n}',
+            f'--batch_size={batch}', f'--seed={seed}', f'--out={out}', '--stats=False', f'--device={device}']
     if eta != -1:
         args.append(f'--eta={eta}')
     record = {'args': args, 'ckpt_mtime': os.path.getmtime(path)}  # a retrained checkpoint is sampled again
@@ -83,23 +93,27 @@ def sample_file(name, path, steps, eta):
     return out
 
 
-# the data the checkpoints were trained on: real text for reference; for character data, its words
+# the data the checkpoints were trained on: real text for reference, and its words
 ckpt = kinds.load_checkpoint(runs[0][1], f'--{runs[0][0].lower()}_ckpt')
-data_dir, L, itos = data.folder(ckpt['config']['dataset']), ckpt['model_args']['block_size'], ckpt['meta'].get('itos')
+data_dir, L, meta = data.folder(ckpt['config']['dataset']), ckpt['model_args']['block_size'], ckpt['meta']
+decode = data.codec(meta)[1]
 have_data = os.path.isfile(os.path.join(data_dir, 'val.bin'))
-words = textstats.char_data_stats(data_dir, itos, L)[0] if have_data and itos else None
+words = textstats.data_stats(data_dir, decode, L)[0] if have_data else None
+chars = 'itos' in meta  # character data: the ids' entropy is the text's
 rows = []
-for method, path, steps in runs:
-    name = f"{method.lower()}-{steps}" if steps else method.lower()
-    r = judge_file(the_judge, sample_file(name, path, steps, flm_eta if method == 'FLM' else -1), judge_batch, device)
+for method, path, steps, eta in runs:
+    name = method.lower().replace(' ', '-') + (f"-{steps}" if steps else '')
+    r = judge_file(the_judge, sample_file(name, path, steps, eta), judge_batch, device)
     if words is not None:
         r['valid_words'] = textstats.valid_word_fraction(r['texts'], words)
     nfe = 2 * steps if r['settings'].get('kind') == 'stage1' else r['settings'].get('steps', steps)
     rows.append({'method': method, 'steps': steps or None, 'nfe': nfe, 'gen_ppl': r['gen_ppl'],
-                 'entropy': r['entropy'], 'seconds_per_sample': r['seconds_per_sample'],
-                 'eta': r['settings'].get('eta') if method == 'FLM' else None, 'valid_words': r.get('valid_words')})
-    print(f"{name}: Gen PPL {r['gen_ppl']:.2f}, entropy {r['entropy']:.3f}, "
-          f"{r['seconds_per_sample']:.4f} s per sample", flush=True)
+                 'entropy': r['entropy'], 'token_entropy': r['token_entropy'], 'seconds_per_sample': r['seconds_per_sample'],
+                 'eta': r['settings'].get('eta') if method.startswith('FLM') else None, 'valid_words': r.get('valid_words')})
+    if latency:  # one sample at batch 1
+        rows[-1]['seconds_batch_1'] = read_samples(sample_file(name + '-batch1', path, steps, eta, 1, 1))[2]['seconds_per_sample']
+    print(f"{name}: Gen PPL {r['gen_ppl']:.2f}, entropy {r['entropy']:.3f}, {r['seconds_per_sample']:.4f} s per sample"
+          + (f", {rows[-1]['seconds_batch_1']:.4f} s at batch 1" if latency else ''), flush=True)
 
 # the real text: validation chunks of the same length, under the same judge
 reference = None
@@ -107,7 +121,7 @@ if have_data:
     val = data.split(data_dir, 'val')
     starts = np.random.default_rng(seed).integers(0, len(val) - L, num_samples)
     chunks = [val[s:s + L].tolist() for s in starts]
-    texts = [''.join(itos[i] for i in c) for c in chunks] if itos else [''] * len(chunks)
+    texts = [decode(c) for c in chunks]
     reference = {**judge_samples(the_judge, texts, chunks, judge_batch, device),
                  'valid_words': textstats.valid_word_fraction(texts, words) if words is not None else None}
     print(f"real text: Gen PPL {reference['gen_ppl']:.2f}, entropy {reference['entropy']:.3f}")
@@ -120,14 +134,24 @@ def percent(f):
     return '-' if f is None else f"{100 * f:.1f}%"
 
 
-lines = [f"Judge: {judge}. {num_samples} samples of {L} tokens per row, generated {batch_size} at a time.", '',
-         '| method | steps | NFE | Gen PPL | entropy | valid words | s per sample |',
-         '| --- | --- | --- | --- | --- | --- | --- |']
-lines += [f"| {r['method']} | {r['steps'] or '-'} | {r['nfe']} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | "
-          f"{percent(r['valid_words'])} | {r['seconds_per_sample']:.4f} |" for r in rows]
+def token_entropy(r):  # a column of its own where tokens are not characters
+    return '' if chars else f" {r['token_entropy']:.3f} |"
+
+
+def batch_1(r):
+    return f" {r['seconds_batch_1']:.4f} |" if latency and 'seconds_batch_1' in r else (' |' if latency else '')
+
+
+lines = [f"Judge: {judge}. {num_samples} samples of {L} tokens per row, generated {batch_size} at a time. "
+         f"Entropy: of the decoded text's characters" + ('.' if chars else '; token entropy: of the ids.'), '',
+         '| method | steps | NFE | Gen PPL | entropy |' + ('' if chars else ' token entropy |') + ' valid words | s per sample |'
+         + (' s per sample, batch 1 |' if latency else ''),
+         '| --- | --- | --- | --- | --- |' + ('' if chars else ' --- |') + ' --- | --- |' + (' --- |' if latency else '')]
+lines += [f"| {r['method']} | {r['steps'] or '-'} | {r['nfe']} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} |"
+          f"{token_entropy(r)} {percent(r['valid_words'])} | {r['seconds_per_sample']:.4f} |{batch_1(r)}" for r in rows]
 if reference:
-    lines.append(f"| real text | | | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} | "
-                 f"{percent(reference['valid_words'])} | |")
+    lines.append(f"| real text | | | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} |{token_entropy(reference)} "
+                 f"{percent(reference['valid_words'])} | |" + (' |' if latency else ''))
 with open(os.path.join(out_dir, 'sweep.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
 print('\n'.join(lines))

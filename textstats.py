@@ -1,9 +1,11 @@
 """
 Cheap quality figures of generated text, always read together:
-- valid-word fraction: the share of whitespace-separated words of the samples
-  that occur in the training text (for character-level data);
-- unigram entropy: the mean over samples of the entropy (nats) of each sample's
-  own token frequencies. A sampler that repeats itself scores low here.
+- valid-word fraction: the share of whitespace-separated words of the decoded samples
+  that occur in the training text;
+- unigram entropy: the mean over samples of the entropy (nats) of each sample's own
+  character frequencies, in the decoded text. A sampler that repeats itself scores low
+  here. For character data it is the entropy of the token ids; for GPT-2 BPE it is the
+  text's, comparable across vocabularies (eval.py also reports the ids' entropy).
 """
 
 import os
@@ -29,17 +31,20 @@ def valid_word_fraction(texts, words):
     return sum(w in words for w in found) / max(1, len(found))
 
 
-def char_data_stats(data_dir, itos, L, n=256, seed=0):
-    """The training text's word set, and the figures of n real validation chunks of L
-    characters (the reference a sampler is compared with)."""
+def data_stats(data_dir, decode, L, n=256, seed=0, max_tokens=5_000_000):
+    """The training text's word set (of its first max_tokens tokens), and the figures of n real
+    validation chunks of L tokens, decoded (the reference a sampler is compared with)."""
     train = np.memmap(os.path.join(data_dir, 'train.bin'), dtype=np.uint16, mode='r')
     val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=np.uint16, mode='r')
-    words = set(''.join(itos[i] for i in train.tolist()).split())
+    words = set(decode(train[:max_tokens].tolist()).split())
     starts = np.random.default_rng(seed).integers(0, len(val) - L, n)
-    chunks = [val[s:s + L].tolist() for s in starts]
-    texts = [''.join(itos[i] for i in c) for c in chunks]
     # chunks, like samples, may cut a word at either end: both are counted alike
-    return words, {'valid_words': valid_word_fraction(texts, words), 'entropy': mean_unigram_entropy(chunks)}
+    return words, text_figures([decode(val[s:s + L].tolist()) for s in starts], words)
+
+
+def text_figures(texts, words):
+    """Valid-word fraction and mean unigram entropy (of characters) of decoded samples."""
+    return {'valid_words': valid_word_fraction(texts, words), 'entropy': mean_unigram_entropy(texts)}
 
 
 def report(name, figures, reference):
@@ -52,11 +57,12 @@ def report(name, figures, reference):
 
 def sample_figures(ids, reference_ids, decode, words=None):
     """A flow map's samples (ids, B x L) against a reference sampler's from the same noise: unigram
-    entropy, agreement (the share of positions with the same token) and, for character data
-    (words: the training text's), the valid-word fraction."""
-    out = {'entropy': mean_unigram_entropy(ids.tolist()), 'agreement': (ids == reference_ids).float().mean().item()}
+    entropy of the decoded text, agreement (the share of positions with the same token) and, given
+    the training text's words, the valid-word fraction."""
+    texts = [decode(s) for s in ids.tolist()]
+    out = {'entropy': mean_unigram_entropy(texts), 'agreement': (ids == reference_ids).float().mean().item()}
     if words is not None:
-        out['valid_words'] = valid_word_fraction([decode(s) for s in ids.tolist()], words)
+        out['valid_words'] = valid_word_fraction(texts, words)
     return out
 
 

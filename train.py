@@ -52,6 +52,7 @@ log_interval = 10
 eval_iters = 4            # fixed batches per split at each eval
 eval_sample_steps = 32    # sampler steps of the sample printed at each eval
 init_from = 'scratch'     # 'scratch' or 'resume'
+eval_only = False         # evaluate once (e.g. a checkpoint, with --init_from=resume), print, save nothing, exit
 wandb_log = False         # also log to Weights & Biases (pip install wandb), from the master process
 wandb_project = 'flm'
 wandb_run_name = ''       # '' : out_dir's name
@@ -105,7 +106,7 @@ if config['init_from'] == 'resume':  # the run's own options; the command line m
     config = resume_config(defaults, given, checkpoint['config'], {
         'max_iters', 'learning_rate', 'warmup_iters', 'decay_lr', 'lr_decay_iters', 'min_lr', 'grad_clip',
         'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps', 'eval_samples', 'eval_ref_steps',
-        'device', 'dtype', 'compile', 'backend', 'wandb_log', 'wandb_project', 'wandb_run_name'})
+        'device', 'dtype', 'compile', 'backend', 'wandb_log', 'wandb_project', 'wandb_run_name', 'eval_only'})
 elif 'loss_weighting' not in given:  # the kind's default, recorded in the run's config
     config['loss_weighting'] = config['kind'] in kinds.WEIGHTED
 globals().update(config)
@@ -248,7 +249,7 @@ def generate(net, net_kind, steps, n):
 
 
 if distilling and master_process:  # the teacher's side is the same at every eval: once
-    words, reference = textstats.char_data_stats(data_dir, meta['itos'], block_size) if 'itos' in meta else (None, None)
+    words, reference = textstats.data_stats(data_dir, decode, block_size)
     teacher_ids = generate(teacher_net, 'flm', eval_ref_steps, eval_samples)
     sample_figures = lambda ids: textstats.sample_figures(ids, teacher_ids, decode, words)
     teacher_figures = sample_figures(teacher_ids)
@@ -336,6 +337,14 @@ if master_process:
     writable(out_dir, '--out_dir')  # an unwritable out_dir is found now, not at the first save
     if wandb_log:
         wandb = wandb_init(wandb_project, wandb_run_name or os.path.basename(os.path.abspath(out_dir)), config)
+if eval_only:
+    if master_process:
+        ev, line, ids, how = evaluate()
+        print(f"eval {iter_num}: {line}")
+        print(f"sample ({how}): {decode(ids.tolist())[:200]!r}")
+    if ddp:
+        dist.destroy_process_group()
+    sys.exit(0)
 signal.signal(signal.SIGINT, on_signal)
 signal.signal(signal.SIGTERM, on_signal)
 saved_at = iter_num if init_from == 'resume' else -1  # the iteration of the checkpoint on disk

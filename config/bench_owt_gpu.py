@@ -13,7 +13,7 @@ samplers = 'fmlm1'
 train_batch = 32          # per GPU in the paper's run (its scripts/train_owt_flm.sh: 32, 512 in all)
 batch = 1                 # latency only: one shape, one compilation
 reps = 5
-mem_gb = 100.0            # of an H200's 141 GB; on an 80 GB H100, --mem_gb=60 (batch 16)
+mem_gb = 100.0            # of an H200's 141 GB (batch 32 fits in 40); on an 80 GB H100, --mem_gb=60
 device = 'cuda'
 dtype = 'bfloat16'
 compile = True

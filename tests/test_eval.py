@@ -138,22 +138,27 @@ def test_eval_bad_input(runs):
     # step lists are parsed strictly (configurator.int_list, tested in test_reliability.py)
     assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=',
                                      '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', '--flm_steps=-4', cwd=cwd), 'flm_steps')
+    assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--flm_eta=0,2', cwd=cwd), 'flm_eta')
 
 
 def test_sweep_writes_table_and_plot_and_reuses_samples(runs):
     cwd, _ = runs
     args = ['--judge=ar/ckpt.pt', '--out_dir=sw', '--ar_ckpt=ar/ckpt.pt', '--mdlm_ckpt=mdlm/ckpt.pt',
             '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', '--flm_steps=1,2', '--mdlm_steps=2', '--num_samples=4',
-            '--batch_size=2']
+            '--batch_size=2', '--flm_eta=0,1', '--latency=True']
     r = run_script('sweep.py', *args, cwd=cwd)
     assert r.returncode == 0, r.stderr
     table = (cwd / 'sw' / 'sweep.md').read_text()
-    for row in ('| AR | - | 32 |', '| MDLM | 2 | 2 |', '| FLM | 1 | 1 |', '| FLM | 2 | 2 |', '| real text |'):
+    for row in ('| AR | - | 32 |', '| MDLM | 2 | 2 |', '| FLM eta 0 | 1 | 1 |', '| FLM eta 1 | 2 | 2 |', '| real text |',
+                's per sample, batch 1 |'):
         assert row in table, table
     assert (cwd / 'sw' / 'sweep.png').stat().st_size > 0
     rows = json.load(open(cwd / 'sw' / 'sweep.json'))['rows']
     assert all(r['gen_ppl'] > 1 and r['entropy'] > 0 and r['seconds_per_sample'] > 0 and 0 <= r['valid_words'] <= 1
-               for r in rows)
+               and r['seconds_batch_1'] > 0 for r in rows)
+    assert [r['eta'] for r in rows if r['method'].startswith('FLM')] == [0, 0, 1, 1]
+    # character data: the entropy of the decoded text's characters is the ids'
+    assert all(r['entropy'] == r['token_entropy'] for r in rows)
     # a second run judges the same files again, and samples nothing
     stamps = {f: os.path.getmtime(cwd / 'sw' / 'samples' / f) for f in os.listdir(cwd / 'sw' / 'samples')}
     again = run_script('sweep.py', *args, cwd=cwd)
@@ -167,7 +172,8 @@ def test_bench_times_every_method(tmp_path):
                    '--batch=2', '--train_batch=2', '--flm_steps=2', '--reps=1', '--out=b.json', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     res = json.load(open(tmp_path / 'b.json'))['results'][0]
-    assert set(res['train']) == {'FLM', 'FMLM stage 1', 'FMLM stage 2', 'MDLM', 'AR'}
+    assert set(res['train']) == {'FLM', 'FMLM stage 1', 'FMLM stage 2', 'FMLM flowmap', 'MDLM', 'AR'}
+    assert res['memory'] == {}  # K <= d: the state stays in R^K, nothing to compare
     assert set(res['latency']) == set(res['throughput']) == {
         'FLM 2 steps', 'FMLM 1 step', 'FMLM 2 steps', 'FMLM 4 steps', 'MDLM 8 steps', 'AR (KV cache)'}
     assert all(v > 0 for d in (res['train'], res['latency'], res['throughput']) for v in d.values())

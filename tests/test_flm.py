@@ -151,3 +151,22 @@ def test_unigram_denoiser_is_bayes_for_iid_tokens():
     posterior = torch.softmax(pi.log() + log_lik, 0)
     ours = torch.softmax(flm.unigram_denoiser_logits(x_g, g, pi.log())[0, 0], 0)
     assert torch.allclose(ours, posterior, atol=1e-6)
+
+
+def test_unigram_denoiser_of_a_projected_state_is_bayes():
+    # what a network with input layer E (K > d) sees: h = x_g @ E ~ N(g E_x, (1-g)^2 E^T E) given x
+    torch.manual_seed(0)
+    K, d = 12, 4
+    pi = torch.softmax(torch.randn(K, dtype=torch.float64), 0)
+    E = torch.randn(K, d, dtype=torch.float64)
+    g = torch.tensor([0.7], dtype=torch.float64)
+    h = torch.randn(1, 1, d, dtype=torch.float64)
+    law = torch.distributions.MultivariateNormal(g * E, covariance_matrix=(1 - g) ** 2 * E.T @ E)
+    posterior = torch.softmax(pi.log() + law.log_prob(h[0, 0]), 0)
+    ours = torch.softmax(flm.unigram_denoiser_logits(h, g, pi.log(), E)[0, 0], 0)
+    torch.testing.assert_close(ours, posterior, rtol=1e-9, atol=1e-12)
+    # E square and invertible: d dims lose nothing, the denoiser of R^K
+    E = torch.randn(K, K, dtype=torch.float64)
+    x_g = torch.randn(1, 1, K, dtype=torch.float64)
+    torch.testing.assert_close(torch.softmax(flm.unigram_denoiser_logits(x_g @ E, g, pi.log(), E), -1),
+                               torch.softmax(flm.unigram_denoiser_logits(x_g, g, pi.log()), -1), rtol=1e-8, atol=1e-10)

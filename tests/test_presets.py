@@ -1,5 +1,5 @@
-"""Every preset in config/ sets only options of the script it is for (bench_*.py: bench.py; the others:
-train.py), each with its default's type, read the way the scripts read them (configurator.overrides);
+"""Every preset in config/ sets only options of the script it is for (bench_*.py: bench.py, sweep_*.py:
+sweep.py; the others: train.py), each with its default's type, read the way the scripts read them (configurator.overrides);
 the OpenWebText distillation presets are the paper's code's settings."""
 import ast
 import glob
@@ -27,9 +27,11 @@ def script_defaults(script):
 
 @pytest.mark.parametrize("preset", sorted(glob.glob(os.path.join(ROOT, 'config', '*.py'))), ids=os.path.basename)
 def test_preset_sets_options_of_its_script(preset):
-    script = 'bench.py' if os.path.basename(preset).startswith('bench_') else 'train.py'
+    name = os.path.basename(preset)
+    script = 'bench.py' if name.startswith('bench_') else 'sweep.py' if name.startswith('sweep_') else 'train.py'
     defaults = script_defaults(script)
-    assert {'batch_size', 'kind', 'wandb_log'} <= set(defaults) or {'train', 'samplers'} <= set(defaults)
+    assert ({'batch_size', 'kind', 'wandb_log'} <= set(defaults) or {'train', 'samplers'} <= set(defaults)
+            or {'judge', 'flm_steps', 'latency'} <= set(defaults))
     given = overrides(defaults, [preset])  # an unknown key or a wrong type exits with a one-line error
     assert given
 

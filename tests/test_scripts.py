@@ -70,6 +70,18 @@ def test_resume_continues_exactly(trained):
     assert after == {i: losses(full.stdout)[i] for i in (5, 6, 7, 8)}
 
 
+def test_eval_only_evaluates_a_checkpoint_as_its_run_did(trained):
+    cwd, full, _, _ = trained
+    before = digest(cwd / 'full' / 'ckpt.pt'), (cwd / 'full' / 'eval_log.jsonl').read_text()
+    r = train(cwd, '--out_dir=full', '--init_from=resume', '--eval_only=True')
+    assert r.returncode == 0, r.stderr
+    # the same fixed batches and noise: the run's own line at iteration 8, and nothing written
+    line = lambda out: re.search(r"^eval 8: .*$", out, re.M).group(0)
+    assert line(r.stdout) == line(full.stdout)
+    assert (digest(cwd / 'full' / 'ckpt.pt'), (cwd / 'full' / 'eval_log.jsonl').read_text()) == before
+    assert not losses(r.stdout)
+
+
 def test_sample_to_json_keeps_the_prompt(trained):
     cwd, *_ = trained
     r = run_script('sample.py', '--out_dir=full', '--steps=4', '--num_samples=3', '--start=the cat',
