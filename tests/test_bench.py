@@ -37,7 +37,7 @@ def test_sampler_memory_of_the_d_dim_state_against_the_dense_state(tmp_path):
     if not os.access('/proc/self/clear_refs', os.W_OK):
         pytest.skip("the peak resident set is read from Linux's /proc")
     r = run_script('bench.py', '--device=cpu', '--L=64', '--K=4096', '--n_layer=1', '--n_embd=16', '--n_head=2',
-                   '--n_cond=8', '--train=', '--samplers=', '--mem_steps=4', '--mem_tokens=2048', '--out=m.json',
+                   '--n_cond=8', '--train=', '--samplers=', '--mem_steps=2', '--mem_tokens=2048', '--out=m.json',
                    cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     res = json.load(open(tmp_path / 'm.json'))['results'][0]

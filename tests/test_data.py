@@ -45,12 +45,12 @@ def test_shakespeare_as_gpt2_bpe(tmp_path):
     text = open(os.path.join(ROOT, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8').read()
     _, decode = data.codec(meta)
     assert text.startswith(decode(data.split(folder, 'train')[:200].tolist()))
-    small = ['--max_iters=2', '--eval_interval=2', '--eval_iters=1', '--batch_size=2', '--block_size=32',
+    small = ['--max_iters=2', '--eval_interval=2', '--eval_iters=1', '--batch_size=2', '--block_size=16',
              '--n_layer=1', '--n_embd=32', '--n_cond=16']
     preset = lambda name: os.path.join(ROOT, 'config', name)
     r = run_script('train.py', preset('train_shakespeare_bpe.py'), *small, '--out_dir=bpe', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert 'tokens per iteration: 64 ' in r.stdout and 'context gain' in r.stdout
+    assert 'tokens per iteration: 32 ' in r.stdout and 'context gain' in r.stdout
     r = run_script('train.py', preset('distill_shakespeare_bpe.py'), '--teacher=bpe/ckpt.pt', *small[:5],
                    '--eval_samples=2', '--eval_ref_steps=2', '--out_dir=fm', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
