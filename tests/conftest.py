@@ -2,6 +2,7 @@ import os
 import pickle
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -41,3 +42,12 @@ def run_script(script, *args, cwd, timeout=300, env=None, launcher=None):
     cmd = (launcher or [sys.executable]) + [os.path.join(ROOT, script), *args]
     full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def run_scripts(commands, cwd, timeout=300):
+    """Short script runs, (script, *args) each, two at a time with one thread each: most of such a run is
+    the interpreter's start-up, which uses one core. Their results, in order."""
+    def one(command):
+        return run_script(*command, cwd=cwd, timeout=timeout, env={'OMP_NUM_THREADS': '1'})
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(one, commands))

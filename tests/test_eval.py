@@ -13,7 +13,7 @@ import torch
 import baselines
 import flm
 from conftest import run_script
-from test_scripts import assert_one_line_error, losses, train
+from test_scripts import assert_one_line_error, losses, train_all
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +21,13 @@ def runs(tmp_path_factory, char_dataset):
     """Tiny AR and MDLM runs (MDLM stopped at 4 and resumed to 8), and a tiny FLM."""
     cwd = tmp_path_factory.mktemp("baselines")
     common = [f'--dataset={char_dataset}', '--eval_interval=4', '--lr_decay_iters=8']
-    out = {}
-    for name, args in (('ar', ['--kind=ar', '--max_iters=8']), ('mdlm', ['--kind=mdlm', '--max_iters=8']),
-                       ('mdlm-split', ['--kind=mdlm', '--max_iters=4']), ('flm', ['--max_iters=4'])):
-        out[name] = train(cwd, *common, *args, f'--out_dir={name}')
-        assert out[name].returncode == 0, out[name].stderr
-    out['mdlm-resumed'] = train(cwd, *common, '--kind=mdlm', '--max_iters=8', '--out_dir=mdlm-split',
-                                '--init_from=resume')
-    assert out['mdlm-resumed'].returncode == 0, out['mdlm-resumed'].stderr
+    first = {'ar': ['--kind=ar', '--max_iters=8'], 'mdlm': ['--kind=mdlm', '--max_iters=8'],
+             'mdlm-split': ['--kind=mdlm', '--max_iters=4'], 'flm': ['--max_iters=4']}
+    out = dict(zip(first, train_all(cwd, *[[*common, *args, f'--out_dir={name}'] for name, args in first.items()])))
+    [out['mdlm-resumed']] = train_all(cwd, [*common, '--kind=mdlm', '--max_iters=8', '--out_dir=mdlm-split',
+                                            '--init_from=resume'])
+    for name, r in out.items():
+        assert r.returncode == 0, (name, r.stderr)
     return cwd, out
 
 
@@ -45,13 +44,13 @@ def test_baselines_train_and_log_and_a_resumed_mdlm_run_continues_exactly(runs):
     assert sorted(resumed) == [5, 6, 7, 8] and resumed == {i: full[i] for i in (5, 6, 7, 8)}
 
 
-@pytest.mark.parametrize("args, words", [
-    (['--kind=gpt'], ['--kind', 'flm', 'stage1', 'ar', 'mdlm']),
-    (['--kind=ar', '--teacher=flm/ckpt.pt'], ['--teacher', 'stage1', 'ar']),
-])
-def test_train_refuses_a_bad_model(runs, char_dataset, args, words):
+def test_train_refuses_a_bad_model(runs, char_dataset):
     cwd, _ = runs
-    assert_one_line_error(train(cwd, f'--dataset={char_dataset}', '--out_dir=never', *args), *words)
+    cases = [(['--kind=gpt'], ['--kind', 'flm', 'stage1', 'ar', 'mdlm']),
+             (['--kind=ar', '--teacher=flm/ckpt.pt'], ['--teacher', 'stage1', 'ar'])]
+    results = train_all(cwd, *[[f'--dataset={char_dataset}', '--out_dir=never', *args] for args, _ in cases])
+    for (_, words), r in zip(cases, results):
+        assert_one_line_error(r, *words)
     assert not os.path.exists(cwd / 'never')
 
 

@@ -18,7 +18,7 @@ import torch
 
 from configurator import configure, int_list
 from conftest import ROOT, TOY_TEXT, run_script, write_char_dataset
-from test_scripts import TINY, assert_one_line_error, digest, losses, train
+from test_scripts import TINY, assert_one_line_error, digest, losses, train, train_all
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_sigterm_saves_at_an_iteration_boundary_and_resumes_exactly(tmp_path, ch
 def test_kill_9_campaign_loses_nothing(tmp_path, char_dataset):
     """kill -9 at random moments, each followed by a resume: no checkpoint is ever unloadable, and the
     final weights equal an uninterrupted run's."""
-    common = [f'--dataset={char_dataset}', '--max_iters=1200', '--eval_interval=20', '--lr_decay_iters=1200',
+    common = [f'--dataset={char_dataset}', '--max_iters=800', '--eval_interval=20', '--lr_decay_iters=800',
               '--log_interval=100']
     full = train(tmp_path, *common, '--out_dir=full', timeout=600)
     assert full.returncode == 0, full.stderr
@@ -116,7 +116,7 @@ def test_kill_9_campaign_loses_nothing(tmp_path, char_dataset):
     assert last.returncode == 0, last.stderr
     assert_same_weights(tmp_path / 'full' / 'ckpt.pt', ckpt)
     evals = [json.loads(line)['iter'] for line in open(tmp_path / 'k' / 'eval_log.jsonl')]
-    assert evals == list(range(0, 1201, 20))  # one line per evaluated iteration, however often resumed
+    assert evals == list(range(0, 801, 20))  # one line per evaluated iteration, however often resumed
 
 
 class RunsCode:
@@ -175,7 +175,7 @@ def test_string_options_stay_strings(run, char_dataset):
             int_list(bad, 'steps')
 
 
-@pytest.mark.parametrize("args, words", [
+BAD_OPTIONS = [
     (['--n_head=3'], ['n_head', 'n_embd']),
     (['--learning_rate=-1'], ['learning_rate', '> 0']),
     (['--learning_rate=0'], ['learning_rate', '> 0']),
@@ -185,30 +185,36 @@ def test_string_options_stay_strings(run, char_dataset):
     (['--device=tpu'], ['--device=tpu', 'not available']),
     (['--kind=stage1', '--teacher=notackpt.pt'], ['--teacher', 'not a checkpoint written by train.py']),
     (['--kind=stage1', '--teacher=unsafe.pt'], ['--teacher', 'objects other than tensors']),
-])
-def test_bad_options_and_files_are_one_line_errors(run, char_dataset, args, words):
+]
+
+
+def test_bad_options_and_files_are_one_line_errors(run, char_dataset):
     torch.save({'weights': torch.zeros(3)}, run / 'notackpt.pt')
     torch.save({'when': datetime.date(2026, 1, 1)}, run / 'unsafe.pt')  # loading it would need pickle's code
-    r = train(run, f'--dataset={char_dataset}', '--out_dir=refused', *args)
-    assert_one_line_error(r, *words)
-    assert 'weights_only=False' not in r.stderr  # never suggest the unsafe load
-    assert not (run / 'refused').exists()
+    results = train_all(run, *[[f'--dataset={char_dataset}', f'--out_dir=refused{i}', *args]
+                               for i, (args, _) in enumerate(BAD_OPTIONS)])
+    for i, ((_, words), r) in enumerate(zip(BAD_OPTIONS, results)):
+        assert_one_line_error(r, *words)
+        assert 'weights_only=False' not in r.stderr  # never suggest the unsafe load
+        assert not (run / f'refused{i}').exists()
 
 
-@pytest.mark.parametrize("case, words", [
-    ('empty', ['train.bin', '0 tokens']), ('odd', ['odd number of bytes']), ('vocab', ['ids up to', 'vocabulary of'])])
-def test_broken_data_files_are_one_line_errors(tmp_path, case, words):
-    folder = write_char_dataset(str(tmp_path / 'd'), TOY_TEXT)
-    path = os.path.join(folder, 'train.bin')
-    if case == 'empty':
-        open(path, 'wb').close()
-    elif case == 'odd':
-        with open(path, 'ab') as f:
-            f.write(b'\0')
-    else:
-        np.array([1, 2, 999] * 100, dtype=np.uint16).tofile(path)
-    assert_one_line_error(train(tmp_path, f'--dataset={folder}', '--out_dir=o'), *words)
-    assert not (tmp_path / 'o').exists()
+def test_broken_data_files_are_one_line_errors(tmp_path):
+    cases = {'empty': ['train.bin', '0 tokens'], 'odd': ['odd number of bytes'], 'vocab': ['ids up to', 'vocabulary of']}
+    for case in cases:
+        folder = write_char_dataset(str(tmp_path / case), TOY_TEXT)
+        path = os.path.join(folder, 'train.bin')
+        if case == 'empty':
+            open(path, 'wb').close()
+        elif case == 'odd':
+            with open(path, 'ab') as f:
+                f.write(b'\0')
+        else:
+            np.array([1, 2, 999] * 100, dtype=np.uint16).tofile(path)
+    results = train_all(tmp_path, *[[f'--dataset={tmp_path / case}', f'--out_dir=o-{case}'] for case in cases])
+    for (case, words), r in zip(cases.items(), results):
+        assert_one_line_error(r, *words)
+        assert not (tmp_path / f'o-{case}').exists()
 
 
 def test_unwritable_places_are_found_before_the_work(run, char_dataset):

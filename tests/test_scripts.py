@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import run_script, run_scripts
 
 TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--n_cond=16', '--block_size=32', '--batch_size=4',
         '--eval_iters=1', '--eval_sample_steps=2', '--log_interval=1', '--dropout=0.1', '--warmup_iters=2']
@@ -23,6 +23,11 @@ TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--n_cond=16', '--block_size
 
 def train(cwd, *args, **kw):
     return run_script('train.py', *TINY, *args, cwd=cwd, **kw)
+
+
+def train_all(cwd, *arg_lists):
+    """train.py runs two at a time (one thread each), for runs that do not depend on each other."""
+    return run_scripts([('train.py', *TINY, *args) for args in arg_lists], cwd=cwd)
 
 
 def losses(stdout):
@@ -39,12 +44,11 @@ def trained(tmp_path_factory, char_dataset):
     """An uninterrupted 8-iteration run, and one stopped at 4 and resumed to 8."""
     cwd = tmp_path_factory.mktemp("run")
     common = [f'--dataset={char_dataset}', '--eval_interval=4', '--lr_decay_iters=8']
-    full = train(cwd, *common, '--max_iters=8', '--out_dir=full')
-    assert full.returncode == 0, full.stderr
-    first = train(cwd, *common, '--max_iters=4', '--out_dir=split')
-    assert first.returncode == 0, first.stderr
-    resumed = train(cwd, *common, '--max_iters=8', '--out_dir=split', '--init_from=resume')
-    assert resumed.returncode == 0, resumed.stderr
+    full, first = train_all(cwd, [*common, '--max_iters=8', '--out_dir=full'],
+                            [*common, '--max_iters=4', '--out_dir=split'])
+    [resumed] = train_all(cwd, [*common, '--max_iters=8', '--out_dir=split', '--init_from=resume'])
+    for r in (full, first, resumed):
+        assert r.returncode == 0, r.stderr
     return cwd, full, first, resumed
 
 
@@ -73,7 +77,7 @@ def test_resume_continues_exactly(trained):
 def test_eval_only_evaluates_a_checkpoint_as_its_run_did(trained):
     cwd, full, _, _ = trained
     before = digest(cwd / 'full' / 'ckpt.pt'), (cwd / 'full' / 'eval_log.jsonl').read_text()
-    r = train(cwd, '--out_dir=full', '--init_from=resume', '--eval_only=True')
+    [r] = train_all(cwd, ['--out_dir=full', '--init_from=resume', '--eval_only=True'])  # one thread, as the run
     assert r.returncode == 0, r.stderr
     # the same fixed batches and noise: the run's own line at iteration 8, and nothing written
     line = lambda out: re.search(r"^eval 8: .*$", out, re.M).group(0)
@@ -100,41 +104,49 @@ def test_sample_to_json_keeps_the_prompt(trained):
 
 
 def assert_one_line_error(r, *words):
-    assert r.returncode != 0
+    command = ' '.join(r.args[1:]) if isinstance(r.args, list) else r.args
+    assert r.returncode != 0, command
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error:'), r.stderr
+    assert len(lines) == 1 and lines[0].startswith('error:'), (command, r.stderr)
     for w in words:
-        assert w in lines[0], lines[0]
+        assert w in lines[0], (command, lines[0])
 
 
-@pytest.mark.parametrize("args, words", [
+TRAIN_BAD_INPUT = [
     (['--dataset=no_such_dataset'], ['no_such_dataset', 'prepare']),
     (['--no_such_key=3'], ['no_such_key', 'batch_size', 'learning_rate']),
     (['--batch_size=abc'], ['batch_size', 'int']),
     (['--learning_rate=True'], ['learning_rate', 'float']),
     (['--max_iters=0'], ['max_iters']),
     (['--init_from=pretrained'], ['init_from']),
-])
-def test_train_bad_input(trained, args, words):
+]
+
+
+def test_train_bad_input(trained):
     cwd, *_ = trained
     before = digest(cwd / 'full' / 'ckpt.pt')
-    r = train(cwd, '--out_dir=full', *args)
-    assert_one_line_error(r, *words)
+    results = train_all(cwd, *[['--out_dir=full', *args] for args, _ in TRAIN_BAD_INPUT])
+    for (_, words), r in zip(TRAIN_BAD_INPUT, results):
+        assert_one_line_error(r, *words)
     assert digest(cwd / 'full' / 'ckpt.pt') == before
 
 
-@pytest.mark.parametrize("args, words", [
+SAMPLE_BAD_INPUT = [
     (['--steps=-1'], ['steps']),
     (['--eta=1.5'], ['eta']),
     (['--start=the cat\u00e9\u00df'], ['vocabulary']),
     (['--start=' + 'the cat ' * 5], ['longer than the block']),
     (['--out_dir=nowhere'], ['no checkpoint', 'nowhere']),
     (['--stepz=3'], ['stepz', 'steps']),
-])
-def test_sample_bad_input(trained, args, words):
+]
+
+
+def test_sample_bad_input(trained):
     cwd, *_ = trained
     before = digest(cwd / 'full' / 'ckpt.pt')
-    assert_one_line_error(run_script('sample.py', '--out_dir=full', *args, cwd=cwd), *words)
+    results = run_scripts([('sample.py', '--out_dir=full', *args) for args, _ in SAMPLE_BAD_INPUT], cwd=cwd)
+    for (_, words), r in zip(SAMPLE_BAD_INPUT, results):
+        assert_one_line_error(r, *words)
     assert digest(cwd / 'full' / 'ckpt.pt') == before
 
 
@@ -181,23 +193,25 @@ def distilled(trained, char_dataset):
     """Stage 1, stage 2 and flowmap from full/ckpt.pt, each run 4 iterations straight and 2 + 2 resumed."""
     cwd, *_ = trained
     common = [f'--dataset={char_dataset}', *DISTILL]
-    runs = {
-        's1': train(cwd, *common, '--kind=stage1', '--teacher=full/ckpt.pt', '--out_dir=fm1'),
-        's1_first': train(cwd, *common, '--kind=stage1', '--teacher=full/ckpt.pt', '--out_dir=fm1_split',
-                          '--max_iters=2'),
+    waves = [{  # each wave needs the one before
+        's1': [*common, '--kind=stage1', '--teacher=full/ckpt.pt', '--out_dir=fm1'],
+        's1_first': [*common, '--kind=stage1', '--teacher=full/ckpt.pt', '--out_dir=fm1_split', '--max_iters=2'],
+        'fm': [*common, '--kind=flowmap', '--teacher=full/ckpt.pt', '--out_dir=fm'],
+        'fm_first': [*common, '--kind=flowmap', '--teacher=full/ckpt.pt', '--out_dir=fm_split', '--max_iters=2'],
+    }, {
         # a resumed run takes its options from its checkpoint; stage 1 reads its teacher from there too
-        's1_resumed': train(cwd, '--out_dir=fm1_split', '--init_from=resume', '--max_iters=4'),
-        's2': train(cwd, *common, '--kind=stage2', '--stage1=fm1/ckpt.pt', '--out_dir=fm2'),
-        's2_first': train(cwd, *common, '--kind=stage2', '--stage1=fm1/ckpt.pt', '--out_dir=fm2_split',
-                          '--max_iters=2'),
-        # a resumed stage 2 finds its stage-1 checkpoint where it was
-        's2_resumed': train(cwd, '--out_dir=fm2_split', '--init_from=resume', '--max_iters=4'),
-        'fm': train(cwd, *common, '--kind=flowmap', '--teacher=full/ckpt.pt', '--out_dir=fm'),
-        'fm_first': train(cwd, *common, '--kind=flowmap', '--teacher=full/ckpt.pt', '--out_dir=fm_split',
-                          '--max_iters=2'),
+        's1_resumed': ['--out_dir=fm1_split', '--init_from=resume', '--max_iters=4'],
+        's2': [*common, '--kind=stage2', '--stage1=fm1/ckpt.pt', '--out_dir=fm2'],
+        's2_first': [*common, '--kind=stage2', '--stage1=fm1/ckpt.pt', '--out_dir=fm2_split', '--max_iters=2'],
         # its checkpoint carries no teacher: a resumed flowmap reads --teacher again, from its config
-        'fm_resumed': train(cwd, '--out_dir=fm_split', '--init_from=resume', '--max_iters=4'),
-    }
+        'fm_resumed': ['--out_dir=fm_split', '--init_from=resume', '--max_iters=4'],
+    }, {
+        # a resumed stage 2 finds its stage-1 checkpoint where it was
+        's2_resumed': ['--out_dir=fm2_split', '--init_from=resume', '--max_iters=4'],
+    }]
+    runs = {}
+    for wave in waves:
+        runs.update(zip(wave, train_all(cwd, *wave.values())))
     for name, r in runs.items():
         assert r.returncode == 0, (name, r.stderr[-3000:])
     return cwd, runs
@@ -234,21 +248,26 @@ def test_distillation_logs_checkpoints_and_resumes_exactly(distilled):
 
 def test_sample_takes_the_kind_and_its_default_steps_and_keeps_a_prompt(distilled):
     cwd, _ = distilled
-    for folder, kind, steps in (('fm2', 'stage2', 1), ('fm1', 'stage1', 1), ('fm', 'flowmap', 1), ('full', 'flm', 64)):
-        r = run_script('sample.py', f'--out_dir={folder}', '--num_samples=2', '--out=k.json', cwd=cwd)
+    defaults = (('fm2', 'stage2', 1), ('fm1', 'stage1', 1), ('fm', 'flowmap', 1), ('full', 'flm', 64))
+    prompted = ('fm1', 'fm2', 'fm')
+    *results, refused = run_scripts(
+        [('sample.py', f'--out_dir={folder}', '--num_samples=2', f'--out=k-{folder}.json') for folder, *_ in defaults]
+        + [('sample.py', f'--out_dir={folder}', '--steps=4', '--num_samples=3', '--start=the cat', f'--out=p-{folder}.json')
+           for folder in prompted]
+        + [('sample.py', '--out_dir=fm1', '--eta=0.5')], cwd=cwd)
+    for r in results:
         assert r.returncode == 0, r.stderr
-        settings = json.load(open(cwd / 'k.json'))['settings']
+    for folder, kind, steps in defaults:
+        settings = json.load(open(cwd / f'k-{folder}.json'))['settings']
         assert (settings['kind'], settings['steps']) == (kind, steps)  # the kind's default step count
-    for folder in ('fm1', 'fm2', 'fm'):
-        r = run_script('sample.py', f'--out_dir={folder}', '--steps=4', '--num_samples=3', '--start=the cat',
-                       '--out=p.json', cwd=cwd)
-        assert r.returncode == 0, r.stderr
+    for folder, r in zip(prompted, results[len(defaults):]):
         assert "4 steps" in r.stdout
-        assert all(s.startswith('the cat') and len(s) == 32 for s in json.load(open(cwd / 'p.json'))['samples'])
-    assert_one_line_error(run_script('sample.py', '--out_dir=fm1', '--eta=0.5', cwd=cwd), 'eta', 'stage-1')
+        samples = json.load(open(cwd / f'p-{folder}.json'))['samples']
+        assert all(s.startswith('the cat') and len(s) == 32 for s in samples)
+    assert_one_line_error(refused, 'eta', 'stage-1')
 
 
-@pytest.mark.parametrize("args, words", [
+WRONG_TEACHERS = [
     (['--kind=stage1'], ['needs --teacher']),
     (['--kind=stage3'], ['--kind', 'stage1', 'stage2']),
     (['--kind=stage1', '--teacher=nowhere/ckpt.pt'], ['--teacher', 'no checkpoint']),
@@ -263,13 +282,16 @@ def test_sample_takes_the_kind_and_its_default_steps_and_keeps_a_prompt(distille
     (['--kind=flowmap', '--teacher=full/ckpt.pt', '--stage1=fm1/ckpt.pt'], ['--stage1 with --kind=stage2']),
     (['--kind=flowmap', '--teacher=full/ckpt.pt', '--diagonal_share=1.5'], ['--diagonal_share', 'in [0, 1]']),
     (['--kind=stage1', '--teacher=full/ckpt.pt', 'VOCAB'], ['vocab_size=', 'this run has 4']),
-])
-def test_distillation_refuses_a_wrong_teacher(distilled, char_dataset, args, words):
+]
+
+
+def test_distillation_refuses_a_wrong_teacher(distilled, char_dataset):
     cwd, _ = distilled
-    if args[-1] == 'VOCAB':  # a dataset with another vocabulary
-        from conftest import write_char_dataset
-        args = args[:-1] + [f"--dataset={write_char_dataset(str(cwd / 'abc'), 'abc ' * 200)}"]
-    else:
-        args = [f'--dataset={char_dataset}', *args]
-    assert_one_line_error(train(cwd, *args, '--out_dir=refused'), *words)
-    assert not os.path.exists(cwd / 'refused')  # refused before any training
+    from conftest import write_char_dataset
+    other_vocabulary = write_char_dataset(str(cwd / 'abc'), 'abc ' * 200)
+    arg_lists = [args[:-1] + [f'--dataset={other_vocabulary}'] if args[-1] == 'VOCAB'
+                 else [f'--dataset={char_dataset}', *args] for args, _ in WRONG_TEACHERS]
+    results = train_all(cwd, *[[*args, f'--out_dir=refused{i}'] for i, args in enumerate(arg_lists)])
+    for i, ((_, words), r) in enumerate(zip(WRONG_TEACHERS, results)):
+        assert_one_line_error(r, *words)
+        assert not os.path.exists(cwd / f'refused{i}')  # refused before any training
