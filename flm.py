@@ -670,7 +670,7 @@ def kl_to(target, logits):
 
 
 def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_share=0.5, weighted=False,
-                 projected=None):
+                 projected=None, targets_from=None):
     """method.md 8 for token ids x (B, L). A share diagonal_share of the sequences are diagonal
     samples, KL(D_T(x_t, t) || delta_{t,t}(x_t)) with t ~ U(0, 1); else a jump s < u = s + d/2 < t
     (flow_map_times: the boundary (0, 1/2, 1) once in boundary_every), KL(gamma a + (1 - gamma) b ||
@@ -678,7 +678,9 @@ def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_shar
     (its online weights), without gradient. The KL is summed over the vocabulary and averaged over
     positions, then sequences, as in flm_loss and the stage losses (method.md 8 sums over positions: the
     same up to the factor L, which would change what the learning rate and grad_clip mean).
-    `student` is h_psi (may be wrapped by DDP), `teacher` the frozen FLM. projected: as flm_loss's."""
+    `student` is h_psi (may be wrapped by DDP), `teacher` the frozen FLM. projected: as flm_loss's.
+    targets_from: the network that gives a and b; None: the student (the paper's code), else a copy of it
+    such as its EMA (method.md 8's variant: targets that move more slowly than the weights they train)."""
     B, L = x.shape
     # the first n sequences are diagonal samples (t, t, t), the rest jumps: a fixed split (not a coin per
     # sequence), so each no-grad pass runs on its own rows only and the shapes stay fixed for compile and DDP
@@ -688,17 +690,18 @@ def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_shar
     t_diag = torch.rand(B, device=x.device)
     s, u, t = (torch.where(diagonal, t_diag, v) for v in (s, u, t))
     g_s, g_u, g_t = (G(v, table)[:, None, None] for v in (s, u, t))
-    space = StateSpace(K, [student, teacher], projected)
+    source = student if targets_from is None else targets_from
+    space = StateSpace(K, [student, teacher] + ([] if targets_from is None else [targets_from]), projected)
     x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
     targets = []
     with torch.no_grad():
         if n > 0:  # diagonal: the teacher's denoiser
             targets.append(torch.softmax(space.run(teacher, x_s[:n], s[:n]).float(), -1))
-        if n < B:  # jumps: the mixture of the student's own two half jumps
+        if n < B:  # jumps: the mixture of the student's own two half jumps (or targets_from's)
             j = slice(n, B)
-            a = torch.softmax(space.run(student, x_s[j], s[j], u[j]).float(), -1)   # delta_{s,u}(x_s)
+            a = torch.softmax(space.run(source, x_s[j], s[j], u[j]).float(), -1)    # delta_{s,u}(x_s)
             x_u = x_s[j] + (g_u[j] - g_s[j]) * velocity(space.project(a), x_s[j], g_s[j])  # X_{s,u}(x_s)
-            b = torch.softmax(space.run(student, x_u, u[j], t[j]).float(), -1)     # delta_{u,t}(X_{s,u}(x_s))
+            b = torch.softmax(space.run(source, x_u, u[j], t[j]).float(), -1)      # delta_{u,t}(X_{s,u}(x_s))
             gamma, gamma_bar = semigroup_weights(g_s[j], g_u[j], g_t[j])
             targets.append(gamma * a + gamma_bar * b)
     target = torch.cat(targets)

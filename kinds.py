@@ -126,10 +126,11 @@ def from_checkpoint(ckpt, device, weights='ema'):
     return net, teacher_of(ckpt, device) if ckpt['kind'] == 'stage1' else None
 
 
-def loss_fn(kind, K, table, teacher=None, residual=None, boundary_every=0, weighted=False, diagonal_share=0.5):
+def loss_fn(kind, K, table, teacher=None, residual=None, boundary_every=0, weighted=False, diagonal_share=0.5,
+            targets_from=None):
     """The kind's training loss, loss(model, x) for token ids x (B, L); `model` may be wrapped
     (DDP, compile). Distillation's frozen networks: the FLM teacher (all flow maps), stage 1's r_phi
-    (stage 2); boundary_every = 0: the kind's BOUNDARY_EVERY; diagonal_share: flowmap's (flm.py 8)."""
+    (stage 2); boundary_every = 0: the kind's BOUNDARY_EVERY; diagonal_share, targets_from: flowmap's (flm.py 8)."""
     boundary_every = boundary_every or BOUNDARY_EVERY.get(kind, 1)
     if kind == 'flm':
         return lambda model, x: flm.flm_loss(model, x, table, K)
@@ -138,7 +139,8 @@ def loss_fn(kind, K, table, teacher=None, residual=None, boundary_every=0, weigh
     if kind == 'stage2':
         return lambda model, x: flm.stage2_loss(model, teacher, residual, x, table, K, boundary_every, weighted)
     if kind == 'flowmap':
-        return lambda model, x: flm.flowmap_loss(model, teacher, x, table, K, boundary_every, diagonal_share, weighted)
+        return lambda model, x: flm.flowmap_loss(model, teacher, x, table, K, boundary_every, diagonal_share, weighted,
+                                                 targets_from=targets_from)
     if kind == 'ar':
         return lambda model, x: baselines.ar_loss(model, x, K)
     return lambda model, x: baselines.mdlm_loss(model, x, K)

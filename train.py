@@ -87,6 +87,7 @@ stage1 = ''               # stage 2: the stage-1 checkpoint (it carries the FLM 
 boundary_every = 0        # the whole jump s=0, t=1 is drawn once in boundary_every pairs; 0: the kind's (64, 128, 64)
 loss_weighting = False    # the learnable loss weighting (method.md 3); if not given: on for stage 1 only
 diagonal_share = 0.5      # flowmap: the share of diagonal samples, s = t, on the teacher's denoiser (method.md 8)
+ema_targets = False       # flowmap: the jumps' targets from the EMA weights, not the online ones (method.md 8's variant)
 eval_samples = 32         # distillation evals: fixed-noise samples per sampler
 eval_ref_steps = 64       # ... compared with the teacher's Euler sampler at this many steps
 # system
@@ -121,6 +122,7 @@ check(config, {
     'weight_decay': (weight_decay >= 0, ">= 0"), 'grad_clip': (grad_clip >= 0, ">= 0 (0: no clipping)"),
     'warmup_iters': (warmup_iters >= 0, ">= 0"), 'boundary_every': (boundary_every >= 0, ">= 0"),
     'diagonal_share': (0 <= diagonal_share <= 1, "in [0, 1]"),
+    'ema_targets': (not ema_targets or kind == 'flowmap', f"False for --kind={kind} (it is --kind=flowmap's)"),
     **{k: (config[k] > 0, "> 0") for k in (
         'batch_size', 'block_size', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps',
         'gradient_accumulation_steps', 'n_layer', 'n_embd', 'n_cond', 'time_scale', 'eval_samples', 'eval_ref_steps', 'lr_decay_iters')}})
@@ -191,7 +193,6 @@ if master_process:
     print(f"{kind} network with {model.num_params() / 1e6:.2f}M parameters"
           + (f", distilled from {teacher or stage1}" if distilling else ""))
 table = flm.g_table(vocab_size, device)  # G(t), on the device: no host sync in the step
-loss_fn = kinds.loss_fn(kind, vocab_size, table, teacher_net, residual_net, boundary_every, loss_weighting, diagonal_share)
 
 optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(beta1, beta2),
                               weight_decay=weight_decay, fused=device_type == 'cuda')
@@ -216,6 +217,8 @@ if checkpoint is not None:
     elif master_process:
         print(f"note: checkpoint has RNG states of {len(states)} processes, this run has {world_size}: fresh streams")
 checkpoint = None  # free memory
+loss_fn = kinds.loss_fn(kind, vocab_size, table, teacher_net, residual_net, boundary_every, loss_weighting, diagonal_share,
+                        ema if ema_targets else None)
 
 
 @torch.no_grad()

@@ -5,8 +5,9 @@ the sampler's own flow map; both losses vanish at an exact flow map; and distill
 denoiser of a toy distribution gives a one-step sampler close to the data (total variation).
 One network on a KL semigroup target (method.md 8): gamma and 1 - gamma make the parametrised flow
 map a semigroup; the loss is the KL (CE - H) to targets on the simplex, the teacher's on the diagonal;
-the student starts on the teacher; the stage-2 sampler jumps by this flow map; and the toy's exact
-denoiser distils in one stage into a one-step sampler as close to the data as the two stages'."""
+the student starts on the teacher; the jumps' targets can come from another copy of it (its EMA);
+the stage-2 sampler jumps by this flow map; and the toy's exact denoiser distils in one stage into a
+one-step sampler as close to the data as the two stages'."""
 import copy
 
 import torch
@@ -304,6 +305,32 @@ def test_flowmap_loss_is_the_kl_to_the_semigroup_target(monkeypatch):
     # the loss: KL summed over the vocabulary, averaged over positions and sequences
     torch_kl = torch.nn.functional.kl_div(torch.log_softmax(logits, -1), target, reduction='none').sum(-1)
     assert torch.allclose(loss, torch_kl.mean(), atol=1e-6)
+
+
+def test_flowmap_targets_from_another_copy(monkeypatch):
+    # targets_from (train.py --ema_targets): a and b come from that network, the prediction from the
+    # student; with the student itself as the source the loss is the default's, number for number
+    torch.manual_seed(0)
+    K, B, L = 5, 64, 3
+    table, x = flm.g_table(K), torch.randint(K, (B, L))
+    W, V = 0.7 * torch.randn(K, K, dtype=torch.float64), 0.7 * torch.randn(K, K, dtype=torch.float64)
+    teacher = lambda z, t: z.double() @ W.T * (1 + t)[:, None, None]
+    calls = []
+
+    def probe(M, name):
+        def net(z, s, t, with_weight=False):
+            calls.append(name)
+            return torch.tanh(z.double() @ M) * (1 + s + 2 * t)[:, None, None]
+        return net
+
+    student, source = probe(W, 'student'), probe(V, 'source')
+    losses = []
+    for targets_from in (None, student, source):
+        torch.manual_seed(1)
+        calls.clear()
+        losses.append(flm.flowmap_loss(student, teacher, x, table, K, boundary_every=8, targets_from=targets_from))
+        assert calls == (['source', 'source', 'student'] if targets_from is source else ['student'] * 3)
+    assert losses[0] == losses[1] and abs(losses[2] - losses[0]) > 1e-3
 
 
 def test_flowmap_student_starts_on_the_teacher():

@@ -281,6 +281,7 @@ WRONG_TEACHERS = [
     (['--kind=flowmap', '--teacher=fm1/ckpt.pt'], ["'stage1' checkpoint", "'flm'"]),
     (['--kind=flowmap', '--teacher=full/ckpt.pt', '--stage1=fm1/ckpt.pt'], ['--stage1 with --kind=stage2']),
     (['--kind=flowmap', '--teacher=full/ckpt.pt', '--diagonal_share=1.5'], ['--diagonal_share', 'in [0, 1]']),
+    (['--kind=stage1', '--teacher=full/ckpt.pt', '--ema_targets=True'], ['--ema_targets', '--kind=flowmap']),
     (['--kind=stage1', '--teacher=full/ckpt.pt', 'VOCAB'], ['vocab_size=', 'this run has 4']),
 ]
 
