@@ -691,7 +691,7 @@ def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_shar
     s, u, t = (torch.where(diagonal, t_diag, v) for v in (s, u, t))
     g_s, g_u, g_t = (G(v, table)[:, None, None] for v in (s, u, t))
     source = student if targets_from is None else targets_from
-    space = StateSpace(K, [student, teacher] + ([] if targets_from is None else [targets_from]), projected)
+    space = StateSpace(K, [student, teacher] + ([] if source is student else [source]), projected)
     x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
     targets = []
     with torch.no_grad():

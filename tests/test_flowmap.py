@@ -307,7 +307,7 @@ def test_flowmap_loss_is_the_kl_to_the_semigroup_target(monkeypatch):
     assert torch.allclose(loss, torch_kl.mean(), atol=1e-6)
 
 
-def test_flowmap_targets_from_another_copy(monkeypatch):
+def test_flowmap_targets_from_another_copy():
     # targets_from (train.py --ema_targets): a and b come from that network, the prediction from the
     # student; with the student itself as the source the loss is the default's, number for number
     torch.manual_seed(0)
