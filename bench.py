@@ -41,8 +41,9 @@ import time
 import torch
 
 import flm
-import kinds
-from configurator import configure, die, int_list, system
+from configurator import configure, die, int_list
+from tools import runs
+from tools.runs import system
 
 # -----------------------------------------------------------------------------
 L = '128,1024'            # sequence lengths
@@ -211,10 +212,10 @@ for seq_len in Ls:
     for vocab in Ks:
         args = dict(vocab_size=vocab, block_size=seq_len, n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_cond=n_cond)
         table = flm.g_table(vocab, device)
-        teacher = kinds.network('flm', args).to(device).requires_grad_(False)
-        build = {'flm': lambda: kinds.network('flm', args), 'stage1': lambda: flm.flow_map_student(teacher, 1),
+        teacher = runs.network('flm', args).to(device).requires_grad_(False)
+        build = {'flm': lambda: runs.network('flm', args), 'stage1': lambda: flm.flow_map_student(teacher, 1),
                  'stage2': lambda: flm.flow_map_student(teacher, 2), 'flowmap': lambda: flm.flow_map_student(teacher, 2),
-                 'mdlm': lambda: kinds.network('mdlm', args), 'ar': lambda: kinds.network('ar', args)}
+                 'mdlm': lambda: runs.network('mdlm', args), 'ar': lambda: runs.network('ar', args)}
         nets = {}  # only the networks this run times: a 12 x 768 network at K = 50257 is 0.7 GB
 
         def net_of(kind):
@@ -232,7 +233,7 @@ for seq_len in Ls:
         x = torch.randint(0, vocab, (B, seq_len), device=device)
         steps = {}
         for kind in train_kinds:
-            loss_fn = kinds.loss_fn(kind, vocab, table, teacher, residual,
+            loss_fn = runs.loss_fn(kind, vocab, table, teacher, residual,
                                     {'stage1': 64, 'stage2': 128, 'flowmap': 64}.get(kind, 1), weighted=True)
             model = net_of(kind).train()
             steps[kind] = train_step(model, lambda loss_fn=loss_fn, step_model=compiled(model): loss_fn(step_model, x))
@@ -258,7 +259,7 @@ for seq_len in Ls:
                 name, kind, steps = SAMPLERS[key]
                 net = net_of(kind).eval()
                 # AR's KV cache changes shapes at every token: it is never compiled
-                sample = kinds.sampler(kind, net if kind == 'ar' else compiled(net), table)
+                sample = runs.sampler(kind, net if kind == 'ar' else compiled(net), table)
 
                 def run(n):
                     with ctx:

@@ -9,9 +9,6 @@ Every option keeps the type of its default: a string option takes the text as
 typed (--out_dir=0x10 is the folder '0x10'), a number option a number, a flag
 True or False. An unknown key or a value of the wrong type is a one-line error
 that names the valid keys.
-
-Also the few system functions the scripts share: the device and autocast, a check that
-a folder is writable, atomic saves, and optional Weights & Biases logging.
 """
 
 import os
@@ -102,70 +99,3 @@ def check(config, rules):
     for key, (ok, what) in rules.items():
         if not ok:
             die(f"--{key} must be {what}, got {config[key]!r}")
-
-
-def system(device, dtype):
-    """(device, device_type, autocast context) from the --device and --dtype options ('auto': the
-    best this machine has; bfloat16 autocast on a GPU that supports it)."""
-    import torch
-    from contextlib import nullcontext
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    device_type = device.split(':')[0]
-    available = {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}
-    if not available.get(device_type):
-        die(f"--device={device}: not available here; this machine has {', '.join(k for k, v in available.items() if v)}")
-    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
-        die(f"--dtype must be one of auto, float32, bfloat16, float16; got '{dtype}'")
-    if dtype == 'auto':
-        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-    ptdtype = getattr(torch, dtype)
-    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
-    return device, device_type, dtype, ctx
-
-
-def writable(folder, flag):
-    """Make the folder, and check now that files can be written there (not at the first save)."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        open(os.path.join(folder, '.writable'), 'w').close()
-        os.remove(os.path.join(folder, '.writable'))
-    except OSError as e:
-        die(f"{flag}={folder}: cannot write there: {e.strerror or e}")
-
-
-def save_atomic(obj, path):
-    """torch.save to a temporary file, synced, then renamed: a kill at any moment leaves either the
-    old file or the new one, never half of one."""
-    import torch
-    try:
-        with open(path + '.tmp', 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + '.tmp', path)
-    except (OSError, RuntimeError) as e:
-        die(f"cannot write {path}: {os.strerror(e.errno) if getattr(e, 'errno', None) else e}")
-
-
-def wandb_init(project, name, config):
-    """Weights & Biases, imported only when a run asks for it: starts a run and returns the module
-    (wandb.log, wandb.finish)."""
-    try:
-        import wandb
-    except ImportError:
-        die("--wandb_log=True needs the wandb package: pip install wandb")
-    wandb.init(project=project, name=name, config=config)
-    return wandb
-
-
-def scalars(figures, prefix=''):
-    """The numbers of nested figures, flat, named by their path: {'val': {'ce': 1.2}} -> {'val/ce': 1.2}
-    (lists and None are left out)."""
-    out = {}
-    for key, value in figures.items():
-        if isinstance(value, dict):
-            out.update(scalars(value, f'{prefix}{key}/'))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[prefix + key] = value
-    return out

@@ -3,7 +3,7 @@ The data a run reads, in nanoGPT's format: a folder with train.bin and val.bin (
 token ids) and, for a character vocabulary, meta.pkl (vocab_size, stoi, itos); a folder
 without meta.pkl holds GPT-2 BPE ids. Other tokenizers: meta.pkl names one (vocab_size,
 tokenizer), and block_size there says that the splits are packed blocks of that many ids
-(data/lm1b), which a batch takes whole. train.py, sample.py and sweep.py read it from here.
+(data/lm1b), which a batch takes whole. train.py, sample.py and tools/sweep.py read it from here.
 """
 
 import os

@@ -1,20 +1,17 @@
 """
-FLM: a flow-based language model that denoises one-hot token vectors in R^K.
+FLM: a flow-based language model that denoises one-hot token vectors in R^K, and its flow map
+(FMLM), which writes a whole sequence in one to a few passes.
 
-One file, read top to bottom; its sections are docs/method.md's:
-  1. the one-hot flow: interpolant x_g and velocity v = (D - x_g) / (1 - g)
+One file, read top to bottom; its sections are docs/method.md's, in this order:
+  1. the one-hot flow: the interpolant x_g, the velocity v = (D - x_g) / (1 - g), one jump
   2. the time reparameterization g = G(t), G the inverse of A(g)
-  3. the network f_theta(x_g, t) (a DiT with rotary positions) and the CE loss
+  3. the network f_theta(x_g, t) (a DiT with rotary positions) and the CE loss; the LR schedule, EMA
   4. the Euler sampler; two additions that are not in the paper, fenced as such:
      fresh noise after each step, and prompting by replacement
-  5. flow-map distillation: stage 1 (teacher + residual r_phi), stage 2 (one network
-     h_psi), and their few-step and one-step samplers
-  6. evaluation: the per-token Bayes denoiser behind the context gain (Gen PPL and
-     entropy are in eval.py and textstats.py)
-  7. the d-dimensional state (method.md 7): placed after section 1, since every loss and sampler
-     is written against it. Where K > d the noise, the states and the updates live in d dimensions
-  8. one network, a KL semigroup target: the flow map h_psi distilled in one stage, with targets
-     on the simplex; its sampler is stage 2's
+  5. the flow map h_psi(x, s, t) distilled in one stage on a KL semigroup target (the default)
+  6. evaluation: the per-token Bayes denoiser behind the context gain
+  7. machinery for large vocabularies: the state in d dimensions where K > d
+The first paper version's two-stage distillation (method.md 8) is stages.py.
 """
 
 import functools
@@ -35,8 +32,8 @@ import torch.nn.functional as F
 # straight-line flow is v = (D - x_g) / (1 - g).
 
 def interpolant(x, g, eps, space=None):
-    """x: (B, L) token ids, g: (B,) levels, eps: (B, L, K) noise -> x_g (B, L, K). In a projected
-    StateSpace (section 7 below) eps and x_g are their images, (B, L, W)."""
+    """x: (B, L) token ids, g: (B,) levels, eps: (B, L, K) noise -> x_g (B, L, K). (In section 7's
+    d-dimensional state, eps and x_g are their images.)"""
     g = g.to(eps.dtype)[:, None, None]
     clean = F.one_hot(x, eps.size(-1)) if space is None else space.token(x)
     return (1 - g) * eps + g * clean.to(eps.dtype)
@@ -46,91 +43,11 @@ def velocity(D, x_g, g):
     """v(x_g) = (D(x_g) - x_g) / (1 - g): the flow's velocity from the denoiser."""
     return (D - x_g) / (1 - g)
 
-# -----------------------------------------------------------------------------
-# 7. The state in d dimensions (method.md 7), here because every loss and sampler below uses it
-# A network reads x_g only through its linear input layer, h = x_g @ E (E = embed.weight^T, K x d), and
-# every update of the flow (interpolant, Euler step, flow-map jump, fresh noise, prompt) is linear in
-# the state. So a loss or a sampler can carry the states' images under the input layers instead: noise
-# eps @ E ~ N(0, E^T E) is drawn as z @ C^T, z ~ N(0, I_d), C C^T = E^T E; a token e_x maps to E[x], a
-# denoiser D (or stage 1's r) to D @ E; the only (B, L, K) tensors left are the networks' outputs.
-# Networks with their own E (a teacher, its student, r_phi) that read one state get its images side by
-# side, M = [E_1 .. E_m] (K x W), the noise drawn jointly from N(0, M^T M), each network its own columns.
-# Where W >= K, or a network is a plain function (an exact denoiser), the state stays in R^K: the dense
-# path, also the tests' reference (projected=False).
 
-def input_embedding(network):
-    """E (K x d) of a network whose input layer is linear, h = x_g @ E (an FLM, also inside a DDP or
-    torch.compile wrapper); None for a plain function."""
-    embed = getattr(getattr(network, "module", network), "embed", None)
-    return embed.weight.T if isinstance(embed, nn.Linear) else None
-
-
-def full_precision(a, b):
-    """a @ b in b's dtype, also inside an autocast region: states accumulate updates step after step,
-    and the Gram below must stay positive definite, which bf16's rounding would not keep."""
-    with torch.autocast(b.device.type, enabled=False):
-        return a.to(b.dtype) @ b
-
-
-def noise_factor(M, jitter=0.0):
-    """R (W x W) with z @ R ~ N(0, M^T M), the law of eps @ M (z ~ N(0, I_W), eps ~ N(0, I_K)).
-    Cholesky QR: C = cholesky(M^T M) and Q = M C^-T, orthonormal, give M = Q C^T and eps @ M =
-    (eps @ Q) @ C^T with eps @ Q ~ N(0, I_W), so R = C^T (method.md 7a). R is computed as Q^T M with Q
-    held fixed: its gradient is eps's part in Q's span times dM, unbiased (the rest of eps is independent
-    of all the loss sees) and bounded (|Q| <= 1) where M^T M is nearly singular, where the Cholesky
-    factor's own derivative divides by its small entries. Factorized in float64 (O(W^3), small next to
-    the Gram's O(K W^2)), so a trained E's Gram need not be well conditioned in float32. jitter, relative
-    to the mean diagonal: one network's E^T E is positive definite (K > d, full rank) and takes none;
-    several networks' M loses rank where two share an E (a student starts as a copy of its teacher), and
-    1e-5 keeps it factorizable, shrinking each variance by about that much: far below bf16's rounding."""
-    with torch.autocast(M.device.type, enabled=False):
-        gram = M.detach().T @ M
-        gram64 = gram.double()
-        eye = torch.eye(M.size(1), dtype=torch.float64, device=M.device)
-        C = torch.linalg.cholesky(gram64.detach() + jitter * gram64.diagonal().mean().detach() * eye)
-        return torch.linalg.solve_triangular(C, gram64, upper=False).to(M.dtype)
-
-
-class StateSpace:
-    """Where a loss or a sampler holds its states, for the networks that read them: R^K itself, or
-    (projected) their images under the networks' input layers, (B, L, W). projected=None: projected
-    where that is cheaper, W < K, and every network has a linear input layer."""
-
-    def __init__(self, K, networks, projected=None):
-        self.K, embeds = K, [input_embedding(net) for net in networks]
-        readable = all(E is not None for E in embeds)
-        self.dtype = embeds[0].dtype if readable else None  # the noise's: the networks' (None: torch's default)
-        self.projected = (readable and sum(E.size(1) for E in embeds) < K) if projected is None else projected
-        if self.projected:
-            assert readable, "a projected state needs networks whose input layer is linear"
-            self.E = embeds[0] if len(embeds) == 1 else torch.cat(embeds, 1)  # M = [E_1 .. E_m]
-            ends = np.cumsum([E.size(1) for E in embeds]).tolist()
-            self.columns = {id(net): slice(end - E.size(1), end) for net, E, end in zip(networks, embeds, ends)}
-            self.R = noise_factor(self.E, jitter=1e-5 if len(embeds) > 1 else 0.0)
-
-    def noise(self, B, L, generator=None, device=None, eps=None):
-        """Fresh eps ~ N(0, I_K) per token in the state's coordinates: z @ R, z ~ N(0, I_W), when
-        projected. eps: a given (B, L, K) noise to map in instead (tests: one noise, both paths)."""
-        if eps is not None:
-            return self.project(eps)
-        if not self.projected:
-            return torch.randn(B, L, self.K, generator=generator, device=device, dtype=self.dtype)
-        z = torch.randn(B, L, self.R.size(0), generator=generator, device=self.R.device, dtype=self.R.dtype)
-        return full_precision(z, self.R)
-
-    def token(self, x):
-        """The clean point e_x of token ids x in the state's coordinates: E[x] when projected."""
-        return self.E[x] if self.projected else F.one_hot(x, self.K)
-
-    def project(self, y):
-        """Vectors of R^K (a denoiser D, a residual r, a noise eps) in the state's coordinates: y @ M."""
-        return full_precision(y, self.E) if self.projected else y
-
-    def run(self, network, state, *times, **kw):
-        """network(state, *times): a projected state hands the network its own columns, state @ E_i."""
-        if not self.projected:
-            return network(state, *times, **kw)
-        return network(state[..., self.columns[id(network)]], *times, embedded=True, **kw)
+def jump(z, D, g, g_next):
+    """z + (g' - g) * (D - z) / (1 - g): an Euler step of the FLM from level g to g' (D its denoiser at z),
+    and also a flow map's whole jump X_{s,t}(z) (section 5, D its two-time denoiser delta_{s,t})."""
+    return z + (g_next - g) * velocity(D, z, g)
 
 # -----------------------------------------------------------------------------
 # 2. The time reparameterization
@@ -203,12 +120,11 @@ class FLMConfig:
     dropout: float = 0.0
     two_times: bool = False          # flow maps take (s, t)
     learn_loss_weight: int = 0       # the learnable loss weighting: 0 none, 1 w(s), 2 w(s, t)
-    # Switches that make this network the paper's released DiT (pretrained.py turns them on).
-    # Off by default: this project's checkpoints and behaviour stay as they were.
+    # Switches of the paper's released DiT (README "Deviations" says which presets set them):
     ln_scale: bool = False           # LayerNorms with a learnable scale (no bias)
     attn_softcap: float = 0.0        # > 0: attention logits c * tanh(logits / c) (paper: 50)
     time_scale: float = 1000.0       # the time embedding reads time_scale * t (paper: 1, raw t)
-    logit_softcap: float = 0.0       # > 0: output logits c * tanh(logits / c) (paper's code: 30)
+    logit_softcap: float = 0.0       # > 0: output logits c * tanh(logits / c)
 
 
 def timestep_embedding(t, dim, max_period=10000.0, scale=1000.0):
@@ -322,7 +238,7 @@ class FLM(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        # the input layer is linear, h = x_g @ E, with no bias (method.md 7 relies on it)
+        # the input layer is linear, h = x_g @ E, with no bias (section 7 relies on it)
         self.embed = nn.Linear(cfg.vocab_size, cfg.n_embd, bias=False)
         self.time_embed = TimeEmbedding(cfg.n_cond, scale=cfg.time_scale)
         # second time of a flow map (the end time t, not t - s), zero-initialised so a student
@@ -362,10 +278,9 @@ class FLM(nn.Module):
         return F.silu(c)
 
     def forward(self, x_g, t, t2=None, with_weight=False, embedded=False):
-        """x_g: (B, L, K) points in R^K, or with embedded=True their images x_g @ E (B, L, d) (section 7);
-        t: (B,) model times in [0, 1] (and t2, a flow map's second time). with_weight: also return w of the
-        learnable loss weighting (LossWeight: it reads t, and t2 where it takes both), computed inside
-        forward so that DDP sees every parameter used in the one forward call."""
+        """x_g: (B, L, K) points in R^K (embedded=True: their images x_g @ E, section 7); t: (B,) model
+        times in [0, 1] (t2: a flow map's second time). with_weight: also return w of the learnable loss
+        weighting, computed inside forward so that DDP sees every parameter used in the one forward call."""
         assert x_g.size(1) <= self.cfg.block_size, "sequence longer than block_size"
         c = self.cond(t, t2)
         h = self.drop(x_g if embedded else self.embed(x_g))
@@ -373,7 +288,7 @@ class FLM(nn.Module):
             h = block(h, c, self.rope_cos, self.rope_sin)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
         out = self.head(modulate(self.ln_f(h), shift, scale))
-        if self.cfg.logit_softcap > 0:  # the paper's code caps the logits before every softmax
+        if self.cfg.logit_softcap > 0:
             out = softcap(out, self.cfg.logit_softcap)
         return (out, self.loss_weight(t, t2)) if with_weight else out
 
@@ -385,24 +300,35 @@ def antithetic_times(B, device):
     return t[torch.randperm(B, device=device)]
 
 
-def learned_weighting(loss, w):
-    """The learnable loss weighting of method.md 3: the batch mean of exp(-w) * loss + w, w the
-    network's LossWeight (None: the plain mean). Its optimum is w = log E[loss | time], so every time
-    (or pair of times) weighs alike. Distillation uses it: stage 1 by default, the others optionally."""
-    return (loss if w is None else torch.exp(-w.float()) * loss + w.float()).mean()
-
-
 def flm_loss(model, x, table, K, projected=None):
-    """The reparameterized CE loss of method.md 3 for a batch x of token ids (B, L).
-    `model` may be wrapped (DDP, compile). projected: the state space's (section 7; None: where cheaper)."""
+    """The reparameterized CE loss of method.md 3 for a batch x of token ids (B, L): t stratified,
+    g = G(t), x_g the interpolant, CE(f_theta(x_g, t), x). `model` may be wrapped (DDP, compile).
+    The state: R^K, or its image in d dims where K > d (section 7; projected=None: where cheaper)."""
     B, L = x.shape
     t = antithetic_times(B, x.device)
     g = G(t, table)
-    space = StateSpace(K, [model], projected)
+    space, (model,) = StateSpace.of(K, [model], projected)
     x_g = interpolant(x, g, space.noise(B, L, device=x.device), space)
-    ce = F.cross_entropy(space.run(model, x_g, t).flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
+    ce = F.cross_entropy(model(x_g, t).flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
     return ce.mean(1).mean()  # per sequence, then over the batch
 
+
+def lr_at(it, learning_rate, min_lr, warmup_iters, decay_iters, decay=True):
+    """The learning rate of iteration it: linear warmup, then cosine decay to min_lr (or constant)."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if not decay:
+        return learning_rate
+    if it > decay_iters:
+        return min_lr
+    coeff = 0.5 * (1.0 + math.cos(math.pi * (it - warmup_iters) / max(1, decay_iters - warmup_iters)))
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+@torch.no_grad()
+def ema_update(ema, model, decay):
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter: the weights that are sampled."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 # -----------------------------------------------------------------------------
 # 4. Sampling: Euler steps uniform in t (not in g)
@@ -422,8 +348,7 @@ def flm_loss(model, x, table, K, projected=None):
 # which keeps the state at noise level g' but lets later, better-informed steps revise
 # what earlier steps decided; the deterministic ODE never revises. This is DDIM's
 # sampler family (Song et al., 2021) with sigma = eta * (1 - g') in this flow's notation. With
-# the exact denoiser of a toy distribution it still reproduces the data (tested);
-# with a learned denoiser it writes far more real words (README).
+# the exact denoiser of a toy distribution it still reproduces the data (tested).
 
 def refresh_noise(z, D, g, eta, generator=None, xi=None):
     """Replace the share eta of the noise in z = g D + (1 - g) eps_hat by fresh noise xi (drawn here
@@ -441,55 +366,50 @@ def keep_known(z, x_known, known, eps_known, g, space=None):
 
 @torch.no_grad()
 def euler_sample(denoiser, table, shape, steps, x_known=None, known=None, generator=None, device="cpu",
-                 eta=0.0, flow_map=False, projected=None, noise=None):
-    """shape = (B, L, K). x_known (B, L) ids and known (B, L) bool fix positions (a prompt).
-    eta in [0, 1]: share of fresh noise after each step (0: the deterministic sampler).
-    flow_map: `denoiser` is stage 2's h_psi(z, s, t) (section 5), whose jump s -> t has this very
-    form, so each step is one jump to the next time. projected: the state space's (section 7; None:
-    where cheaper, then z is the (B, L, d) z @ E). noise: an iterator of (B, L, K) noises to use in
-    the order drawn (z, the prompt's eps, each step's fresh noise) instead of drawing them (tests).
+                 eta=0.0, flow_map=False, projected=None, noise=None, on_step=None):
+    """shape = (B, L, K). x_known (B, L) ids and known (B, L) bool fix positions (a prompt). eta in [0, 1]:
+    share of fresh noise after each step (0: the deterministic sampler). flow_map: `denoiser` is a flow
+    map h_psi(z, s, t) (section 5), whose jump s -> t has the Euler step's form: one jump per step.
+    on_step(i, t, z, logits): called after each pass (the notebooks' and the animation's trajectory).
+    noise: an iterator of (B, L, K) noises used in the order drawn instead of drawing (tests).
     Returns token ids (B, L)."""
     assert steps >= 1 and 0 <= eta <= 1
     B, L, K = shape
-    space = StateSpace(K, [denoiser], projected)
-
-    def draw():
-        return space.noise(B, L, generator, device, None if noise is None else next(noise))
+    space, (denoiser,) = StateSpace.of(K, [denoiser], projected)
+    draw = space.drawer(B, L, generator, device, noise)
     z = draw()
     eps_known = None if known is None else draw()
     for i in range(steps):
         t, t_next = torch.full((B,), i / steps, device=device), torch.full((B,), (i + 1) / steps, device=device)
         g, g_next = G(t, table), G(t_next, table)
         z = keep_known(z, x_known, known, eps_known, g, space)
-        logits = (space.run(denoiser, z, t, t_next) if flow_map else space.run(denoiser, z, t)).float()
+        logits = (denoiser(z, t, t_next) if flow_map else denoiser(z, t)).float()
+        if on_step is not None:
+            on_step(i, t, z, logits)
         if i == steps - 1:
             x = logits.argmax(-1)
             return x if known is None else torch.where(known, x_known, x)
         D = space.project(torch.softmax(logits, dim=-1))
-        z = z + (g_next - g)[:, None, None] * velocity(D, z, g[:, None, None])
+        z = jump(z, D, g[:, None, None], g_next[:, None, None])
         if eta > 0:
             z = refresh_noise(z, D, g_next[:, None, None], eta, xi=draw())
 
 # -----------------------------------------------------------------------------
-# 5. Flow-map distillation (FMLM)
-# A flow map X_{s,t}(x) jumps from time s to time t (s < t) along the FLM's ODE in one
-# evaluation; with Delta = G(t) - G(s). Pairs (s, t) per sequence: d ~ U(0, 1), s ~ U(0, 1 - d),
-# t = s + d, and once in `boundary_every` pairs (on average) the whole way, s = 0 and t = 1.
-#
-# Stage 1 (semigroup self-distillation): a two-time residual network r_phi(x, s, t), raw
-# outputs in R^K, corrects the frozen teacher's Euler step to second order,
-#     X_{s,t}(x) = x + Delta * v_T(x, s) + 1/2 * Delta^2 * r_phi(x, s, t),
-# and is trained so that one jump s -> t equals two half jumps s -> u -> t (u the midpoint
-# time): a flow map's semigroup property. Both sides are compared in denoiser units:
-#     pred   = x_s + (1 - g_s) / Delta * (X_{s,t}(x_s) - x_s) = D_T(x_s, s) + 1/2 Delta (1 - g_s) r_phi
-#     target = the same of the two half jumps, with no gradient through it
-# Stage 2: one network h_psi(x, s, t) with the FLM's output form,
-#     Y_{s,t}(x) = x + Delta * (softmax(h_psi(x, s, t)) - x) / (1 - g_s),
-# trained to match stage 1's X_{s,t}: one pass per jump, and with one jump, one-step text.
+# 5. The flow map (FMLM): one network, a KL semigroup target (method.md 5, the default distillation)
+# One two-time network h_psi, distilled from the FLM. Its flow map is parametrised by a two-time
+# denoiser delta_{s,t}(x) = softmax(h_psi(x, s, t)):
+#     X_{s,t}(x) = (1 - g_t)/(1 - g_s) * x + (g_t - g_s)/(1 - g_s) * delta_{s,t}(x) = jump(x, delta, g_s, g_t)
+# an Euler step with delta in place of D, so euler_sample(flow_map=True) is its sampler: one pass
+# per step, argmax(delta) at the last. X_{s,s} = x, X_{s,1} = delta_{s,1}: one pass writes text.
+# Semigroup: X_{s,t} = X_{u,t}(X_{s,u}) for s <= u <= t holds exactly when (the x terms cancel)
+#     delta_{s,t}(x) = gamma * delta_{s,u}(x) + (1 - gamma) * delta_{u,t}(X_{s,u}(x)),
+# a mixture of two distributions: targets and predictions stay on the simplex, and are compared by KL.
+# Diagonal samples (s = t) anchor delta_{t,t} to the teacher's denoiser, so that small jumps follow
+# the FLM's flow; jumps learn one jump s -> t from the student's own two half jumps s -> u -> t.
 
 def flow_map_times(B, device, boundary_every):
-    """(s, u, t) of method.md 5 for B sequences, u = (s + t) / 2; the boundary pair (0, 1) has
-    probability 1 / boundary_every (method.md: 1/64 for stage 1 and section 8, 1/128 for stage 2)."""
+    """(s, u, t) for B sequences: d ~ U(0, 1), s ~ U(0, 1 - d), t = s + d, u = (s + t) / 2; the
+    whole jump (0, 1/2, 1) once in boundary_every (the paper: 64; 128 for stage 2)."""
     d = torch.rand(B, device=device).clamp(min=1e-6)
     s = torch.rand(B, device=device) * (1 - d)
     boundary = torch.rand(B, device=device) < 1 / boundary_every
@@ -497,164 +417,12 @@ def flow_map_times(B, device, boundary_every):
     return s, s + d / 2, (s + d).clamp(max=1)
 
 
-def stage1_flow_map(D_T, r, x, g_s, g_t):
-    """X_{s,t}(x) = x + Delta v_T(x, s) + 1/2 Delta^2 r_phi(x, s, t); D_T the teacher's denoiser at (x, s)."""
-    Delta = g_t - g_s
-    return x + Delta * velocity(D_T, x, g_s) + 0.5 * Delta ** 2 * r
-
-
-def stage1_endpoint(D_T, r, g_s, g_t):
-    """X_{s,t}(x) in denoiser units, x + (1 - g_s) / Delta * (X_{s,t}(x) - x) = D_T + 1/2 Delta (1 - g_s) r:
-    stage 1's prediction, with no x term; X_{s,t}(x) = (1 - g_t)/(1 - g_s) x + Delta/(1 - g_s) * this."""
-    return D_T + 0.5 * (g_t - g_s) * (1 - g_s) * r
-
-
-def semigroup_target(x_s, g_s, g_u, g_t, D_s, r_su, D_u, r_ut):
-    """Stage 1's target: two half jumps s -> u -> t, as the average velocity vbar in denoiser units.
-    D_s = D_T(x_s, s), r_su = r_phi(x_s, s, u), and at x_u = X_{s,u}(x_s): D_u = D_T(x_u, u),
-    r_ut = r_phi(x_u, u, t). The coefficient of x_s is 0 (method.md 7c).
-    dg1, dg2 are method.md's level steps D1 = g_u - g_s and D2 = g_t - g_u (not denoisers)."""
-    dg1, dg2 = g_u - g_s, g_t - g_u
-    v_s = velocity(D_s, x_s, g_s)
-    x_u = x_s + dg1 * v_s + 0.5 * dg1 ** 2 * r_su
-    v_u = velocity(D_u, x_u, g_u)
-    vbar = (dg1 * (v_s + dg1 / 2 * r_su) + dg2 * (v_u + dg2 / 2 * r_ut)) / (dg1 + dg2)
-    return x_s + (1 - g_s) * vbar
-
-
-def stage1_loss(student, teacher, x, table, K, boundary_every=64, weighted=True, projected=None):
-    """method.md 5, stage 1: K * mean over K of (target - pred)^2 per token, for token ids x (B, L).
-    `student` is r_phi (may be wrapped by DDP), `teacher` the frozen FLM. projected: as flm_loss's."""
-    B, L = x.shape
-    s, u, t = flow_map_times(B, x.device, boundary_every)
-    g_s, g_u, g_t = (G(v, table)[:, None, None] for v in (s, u, t))
-    space = StateSpace(K, [student, teacher], projected)
-    x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
-    with torch.no_grad():
-        D_s = torch.softmax(space.run(teacher, x_s, s).float(), -1)
-        r_su = space.run(student, x_s, s, u).float()
-        x_u = stage1_flow_map(space.project(D_s), space.project(r_su), x_s, g_s, g_u)
-        D_u = torch.softmax(space.run(teacher, x_u, u).float(), -1)
-        r_ut = space.run(student, x_u, u, t).float()
-        # x_s's coefficient in the target is 0 (method.md 7c): a projected x_s, not in R^K, is left out
-        target = semigroup_target(0.0 if space.projected else x_s, g_s, g_u, g_t, D_s, r_su, D_u, r_ut)
-    r, w = (space.run(student, x_s, s, t, with_weight=True) if weighted
-            else (space.run(student, x_s, s, t), None))
-    pred = stage1_endpoint(D_s, r.float(), g_s, g_t)
-    loss = K * (target - pred).pow(2).mean(-1)  # per token: the sum over the K coordinates
-    return learned_weighting(loss.mean(1), w)
-
-
-def flow_map_gap(D_T, r, D_psi, g_s, g_t):
-    """X_{s,t}(x) - Y_{s,t}(x) = Delta / (1 - g_s) * (D_T + 1/2 Delta (1 - g_s) r - D_psi): the x terms
-    cancel. Computed in this form, the gap of a tiny jump keeps its digits (x - x would not)."""
-    return (g_t - g_s) / (1 - g_s) * (stage1_endpoint(D_T, r, g_s, g_t) - D_psi)
-
-
-def stage2_loss(student, teacher, residual, x, table, K, boundary_every=128, weighted=False, projected=None):
-    """method.md 5, stage 2: K * mean over K of (X_{s,t}(x_s) - Y_{s,t}(x_s))^2 per token.
-    `student` is h_psi; `teacher` and `residual` (stage 1's r_phi) are frozen. Unweighted by default, as in
-    the paper's code. projected: as flm_loss's; the gap has no x term, so x_s only feeds the networks."""
-    B, L = x.shape
-    s, _, t = flow_map_times(B, x.device, boundary_every)
-    g_s, g_t = G(s, table)[:, None, None], G(t, table)[:, None, None]
-    space = StateSpace(K, [student, teacher, residual], projected)
-    x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
-    with torch.no_grad():
-        D_T = torch.softmax(space.run(teacher, x_s, s).float(), -1)
-        r = space.run(residual, x_s, s, t).float()
-    h, w = (space.run(student, x_s, s, t, with_weight=True) if weighted
-            else (space.run(student, x_s, s, t), None))
-    loss = K * flow_map_gap(D_T, r, torch.softmax(h.float(), -1), g_s, g_t).pow(2).mean(-1)
-    return learned_weighting(loss.mean(1), w)
-
-
-def flow_map_student(teacher, stage):
-    """A two-time student made from an FLM teacher, with a learnable loss weighting's w (used or not):
-    stage 1's r_phi has its whole output layer zeroed, the head and its adaLN modulation, as the paper's
-    code does (r = 0: X is the teacher's Euler step), and a w(s) of the first time only;
-    stage 2's h_psi (section 8's too) keeps the teacher's, starts as the teacher's denoiser, and has a w(s, t)."""
-    student = FLM(replace(teacher.cfg, two_times=True, learn_loss_weight=stage))
-    weights = {k: v for k, v in teacher.state_dict().items() if not k.startswith("loss_weight.")}
-    missing, unexpected = student.load_state_dict(weights, strict=False)
-    # the second time embedding and w stay zero-initialised; nothing else may be missing
-    assert all(k.startswith(("time_embed2.", "loss_weight.")) for k in missing) and not unexpected, (missing, unexpected)
-    if stage == 1:
-        for m in (student.adaLN_f, student.head):
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
-    return student.to(next(teacher.parameters()).device)
-
-
-@torch.no_grad()
-def stage1_sample(teacher, residual, table, shape, steps, x_known=None, known=None, generator=None,
-                  device="cpu", projected=None, noise=None):
-    """Stage 1's sampler: z <- X_{t_i, t_i+1}(z), two passes (teacher and r_phi) per step; the
-    answer is argmax of the last state. Prompting by replacement, projected and noise as in euler_sample."""
-    assert steps >= 1
-    B, L, K = shape
-    space = StateSpace(K, [teacher, residual], projected)
-
-    def draw():
-        return space.noise(B, L, generator, device, None if noise is None else next(noise))
-    z = draw()
-    eps_known = None if known is None else draw()
-    for i in range(steps):
-        s, t = torch.full((B,), i / steps, device=device), torch.full((B,), (i + 1) / steps, device=device)
-        g_s, g_t = G(s, table)[:, None, None], G(t, table)[:, None, None]
-        z = keep_known(z, x_known, known, eps_known, g_s[:, 0, 0], space)
-        D_T = torch.softmax(space.run(teacher, z, s).float(), -1)
-        r = space.run(residual, z, s, t).float()
-        z = stage1_flow_map(space.project(D_T), space.project(r), z, g_s, g_t)
-    # The last state is X_{s,1}(z) = (1 - G(1))/(1 - g_s) z + Delta/(1 - g_s) stage1_endpoint(D_T, r):
-    # a projected z has no K coordinates to take its argmax from. Where the table has G(1) = 1 (K = 65,
-    # 50257, 50258: tests/test_dspace.py checks) the z term is 0 and the argmax is the endpoint's, the
-    # same tokens; where G(1) < 1 (e.g. K = 1000, 30522) the projected sampler drops that small z term.
-    x = stage1_endpoint(D_T, r, g_s, g_t).argmax(-1) if space.projected else z.argmax(-1)
-    return x if known is None else torch.where(known, x_known, x)
-
-# -----------------------------------------------------------------------------
-# 6. Evaluation: how much a model uses context. Gen PPL and entropy are eval.py's.
-
-def unigram_denoiser_logits(x_g, g, log_pi, E=None):
-    """The Bayes denoiser of a model that ignores all other positions: tokens i.i.d. with
-    frequencies pi, so p(x | x_g) is prop. to pi_x * exp(g / (1 - g)^2 * (x_g)_x).
-    With E (K x d, K > d), x_g is a projected state h = x_g @ E (section 7): what a network with that
-    input layer sees. h | x ~ N(g E_x, (1 - g)^2 S), S = E^T E, so p(x | h) is prop. to
-    pi_x * exp(g / (1 - g)^2 * h S^-1 E_x - g^2 / (2 (1 - g)^2) * E_x S^-1 E_x): d dims carry a token
-    only where g / (1 - g) is large against sqrt(K / d) (the mean of E_x S^-1 E_x is d / K), much later
-    than R^K, where sqrt(2 log K) suffices. (For K <= d the two coincide.)"""
-    g = g.to(x_g.dtype)[:, None, None]
-    if E is None:
-        return log_pi.to(x_g.dtype) + g / (1 - g) ** 2 * x_g
-    E = E.to(x_g.dtype)
-    P = torch.linalg.solve(E.T @ E, E.T)  # S^-1 E^T, d x K
-    leverage = (E * P.T).sum(-1)           # E_x S^-1 E_x, per token
-    return log_pi.to(x_g.dtype) + g / (1 - g) ** 2 * (x_g @ P) - g ** 2 / (2 * (1 - g) ** 2) * leverage
-
-# -----------------------------------------------------------------------------
-# 8. One network, a KL semigroup target (method.md 8, the paper's later recipe)
-# One two-time network h_psi, distilled from the FLM in one stage. Its flow map is parametrised by a
-# two-time denoiser delta_{s,t}(x) = softmax(h_psi(x, s, t)):
-#     X_{s,t}(x) = (1 - g_t)/(1 - g_s) * x + (g_t - g_s)/(1 - g_s) * delta_{s,t}(x)
-#                = x + (g_t - g_s) * (delta_{s,t}(x) - x) / (1 - g_s)
-# The second line is an Euler step with delta in place of D (stage 2's Y), so euler_sample(flow_map=True)
-# of section 4, whose step is z + (g' - g) * velocity(softmax(h_psi(z, t_i, t_i+1)), z, g), is already
-# this flow map's sampler: one jump per step, argmax(delta) at the last. X_{s,s} = x, X_{s,1} = delta_{s,1}.
-# Semigroup: X_{s,t} = X_{u,t}(X_{s,u}) for s <= u <= t holds exactly when (the x terms cancel)
-#     delta_{s,t}(x) = gamma * delta_{s,u}(x) + (1 - gamma) * delta_{u,t}(X_{s,u}(x)),
-# a mixture of two distributions: targets and predictions stay on the simplex, and are compared by KL.
-# Diagonal samples (s = t) anchor delta_{t,t} to the teacher's denoiser, so that small jumps follow
-# the FLM's flow; jumps learn one jump s -> t from the student's own two half jumps s -> u -> t.
-
 def semigroup_weights(g_s, g_u, g_t):
-    """(gamma, 1 - gamma) of method.md 8, for levels g_s <= g_u <= g_t:
+    """(gamma, 1 - gamma) for levels g_s <= g_u <= g_t (method.md 5):
         gamma     = (1 - g_t)(g_u - g_s) / ((1 - g_u)(g_t - g_s))
         1 - gamma = (1 - g_s)(g_t - g_u) / ((1 - g_u)(g_t - g_s))
-    The two numerators are >= 0 and add up to the common denominator, so each weight is computed as
-    its numerator over their sum: both in [0, 1], summing to 1. Where the three levels coincide in
-    floating point (a diagonal sample, u = s = t; a tiny d; or where the G table is flat) there is
-    no jump to split: 1/2 each, which keeps the target on the simplex."""
+    Each is its numerator over the two numerators' sum (their common denominator): both in [0, 1],
+    summing to 1. Where the levels coincide (a diagonal sample, a tiny d, a flat table): 1/2 each."""
     a, b = (1 - g_t) * (g_u - g_s), (1 - g_s) * (g_t - g_u)
     total = a + b
     flat = total <= 0
@@ -669,42 +437,163 @@ def kl_to(target, logits):
     return ce + torch.xlogy(target, target).sum(-1)
 
 
+def learned_weighting(loss, w):
+    """The learnable loss weighting of method.md 3: the batch mean of exp(-w) * loss + w, w the
+    network's LossWeight (None: the plain mean). Its optimum is w = log E[loss | time], so every time
+    (or pair of times) weighs alike."""
+    return (loss if w is None else torch.exp(-w.float()) * loss + w.float()).mean()
+
+
 def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_share=0.5, weighted=False,
                  projected=None, targets_from=None):
-    """method.md 8 for token ids x (B, L). A share diagonal_share of the sequences are diagonal
-    samples, KL(D_T(x_t, t) || delta_{t,t}(x_t)) with t ~ U(0, 1); else a jump s < u = s + d/2 < t
-    (flow_map_times: the boundary (0, 1/2, 1) once in boundary_every), KL(gamma a + (1 - gamma) b ||
-    delta_{s,t}(x_s)) with a = delta_{s,u}(x_s) and b = delta_{u,t}(X_{s,u}(x_s)) from the student itself
-    (its online weights), without gradient. The KL is summed over the vocabulary and averaged over
-    positions, then sequences, as in flm_loss and the stage losses (method.md 8 sums over positions: the
-    same up to the factor L, which would change what the learning rate and grad_clip mean).
-    `student` is h_psi (may be wrapped by DDP), `teacher` the frozen FLM. projected: as flm_loss's.
-    targets_from: the network that gives a and b; None: the student (the paper's code), else a copy of it
-    such as its EMA (method.md 8's variant: targets that move more slowly than the weights they train)."""
+    """method.md 5 for token ids x (B, L). The first diagonal_share of the sequences: KL(D_T(x_t, t) ||
+    delta_{t,t}(x_t)); the rest jumps s < u < t: KL(gamma a + (1 - gamma) b || delta_{s,t}(x_s)), a and b
+    the student's own half jumps without gradient (targets_from: another copy gives them, e.g. its EMA).
+    KL summed over the vocabulary, averaged over positions, then sequences. `student` is h_psi (may be
+    wrapped: DDP, compile), `teacher` the frozen FLM; a fixed split keeps shapes fixed for compile."""
     B, L = x.shape
-    # the first n sequences are diagonal samples (t, t, t), the rest jumps: a fixed split (not a coin per
-    # sequence), so each no-grad pass runs on its own rows only and the shapes stay fixed for compile and DDP
     n = round(B * diagonal_share)
     s, u, t = flow_map_times(B, x.device, boundary_every)
     diagonal = torch.arange(B, device=x.device) < n
     t_diag = torch.rand(B, device=x.device)
     s, u, t = (torch.where(diagonal, t_diag, v) for v in (s, u, t))
     g_s, g_u, g_t = (G(v, table)[:, None, None] for v in (s, u, t))
-    source = student if targets_from is None else targets_from
-    space = StateSpace(K, [student, teacher] + ([] if source is student else [source]), projected)
+    nets = [student, teacher] + ([] if targets_from in (None, student) else [targets_from])
+    space, (student, teacher, *source) = StateSpace.of(K, nets, projected)
+    source = source[0] if source else student
     x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
-    targets = []
+    targets, j = [], slice(n, B)
     with torch.no_grad():
         if n > 0:  # diagonal: the teacher's denoiser
-            targets.append(torch.softmax(space.run(teacher, x_s[:n], s[:n]).float(), -1))
-        if n < B:  # jumps: the mixture of the student's own two half jumps (or targets_from's)
-            j = slice(n, B)
-            a = torch.softmax(space.run(source, x_s[j], s[j], u[j]).float(), -1)    # delta_{s,u}(x_s)
-            x_u = x_s[j] + (g_u[j] - g_s[j]) * velocity(space.project(a), x_s[j], g_s[j])  # X_{s,u}(x_s)
-            b = torch.softmax(space.run(source, x_u, u[j], t[j]).float(), -1)      # delta_{u,t}(X_{s,u}(x_s))
+            targets.append(torch.softmax(teacher(x_s[:n], s[:n]).float(), -1))
+        if n < B:  # jumps: the mixture of the two half jumps
+            a = torch.softmax(source(x_s[j], s[j], u[j]).float(), -1)              # delta_{s,u}(x_s)
+            x_u = jump(x_s[j], space.project(a), g_s[j], g_u[j])                    # X_{s,u}(x_s)
+            b = torch.softmax(source(x_u, u[j], t[j]).float(), -1)                 # delta_{u,t}(x_u)
             gamma, gamma_bar = semigroup_weights(g_s[j], g_u[j], g_t[j])
             targets.append(gamma * a + gamma_bar * b)
-    target = torch.cat(targets)
-    h, w = (space.run(student, x_s, s, t, with_weight=True) if weighted
-            else (space.run(student, x_s, s, t), None))
-    return learned_weighting(kl_to(target, h.float()).mean(1), w)
+    h, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
+    return learned_weighting(kl_to(torch.cat(targets), h.float()).mean(1), w)
+
+
+def flow_map_student(teacher, stage=2):
+    """A two-time student made from an FLM teacher, with a learnable loss weighting's w (used or not).
+    stage 2 (section 5's h_psi, and method.md 8's stage 2) keeps the teacher's weights, so it starts as
+    the teacher's denoiser, and has a w(s, t); stage 1's r_phi (method.md 8) has its whole output layer
+    zeroed, the head and its adaLN modulation, as the paper's code does, and a w(s)."""
+    student = FLM(replace(teacher.cfg, two_times=True, learn_loss_weight=stage))
+    weights = {k: v for k, v in teacher.state_dict().items() if not k.startswith("loss_weight.")}
+    missing, unexpected = student.load_state_dict(weights, strict=False)
+    # the second time embedding and w stay zero-initialised; nothing else may be missing
+    assert all(k.startswith(("time_embed2.", "loss_weight.")) for k in missing) and not unexpected, (missing, unexpected)
+    if stage == 1:
+        for m in (student.adaLN_f, student.head):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+    return student.to(next(teacher.parameters()).device)
+
+# -----------------------------------------------------------------------------
+# 6. Evaluation: how much a model uses context. Gen PPL and entropy are tools/judge.py's.
+
+def unigram_denoiser_logits(x_g, g, log_pi, E=None):
+    """The Bayes denoiser of a model that ignores all other positions: tokens i.i.d. with frequencies
+    pi, so p(x | x_g) is prop. to pi_x * exp(g / (1 - g)^2 * (x_g)_x). With E (K x d, K > d), x_g is a
+    projected state h = x_g @ E (section 7), what a network with that input layer sees; its posterior
+    is method.md 6's: pi_x * exp(g / (1 - g)^2 * h S^-1 E_x - g^2 / (2 (1 - g)^2) * E_x S^-1 E_x), S = E^T E."""
+    g = g.to(x_g.dtype)[:, None, None]
+    if E is None:
+        return log_pi.to(x_g.dtype) + g / (1 - g) ** 2 * x_g
+    E = E.to(x_g.dtype)
+    P = torch.linalg.solve(E.T @ E, E.T)  # S^-1 E^T, d x K
+    leverage = (E * P.T).sum(-1)           # E_x S^-1 E_x, per token
+    return log_pi.to(x_g.dtype) + g / (1 - g) ** 2 * (x_g @ P) - g ** 2 / (2 * (1 - g) ** 2) * leverage
+
+# -----------------------------------------------------------------------------
+# 7. Machinery for large vocabularies: the state in d dimensions (method.md 7)
+# A network reads x_g only through its linear input layer, h = x_g @ E, and every update of the flow
+# is linear in the state, so where K > d a loss or sampler carries the states' images instead: noise
+# drawn as z @ R with R^T R = E^T E, a token as E[x], a denoiser as D @ E. Networks that read one state
+# (a teacher and its student) get their images side by side, M = [E_1 .. E_m]. Where that is not
+# cheaper, or a network is a plain function (an exact denoiser), the state stays in R^K.
+
+def input_embedding(network):
+    """E (K x d) of a network whose input layer is linear (an FLM, also inside a DDP or compile
+    wrapper); None for a plain function."""
+    embed = getattr(getattr(network, "module", network), "embed", None)
+    return embed.weight.T if isinstance(embed, nn.Linear) else None
+
+
+def full_precision(a, b):
+    """a @ b in b's dtype, also inside autocast: states accumulate updates step after step, and the
+    Gram below must stay positive definite, which bf16's rounding would not keep."""
+    with torch.autocast(b.device.type, enabled=False):
+        return a.to(b.dtype) @ b
+
+
+def noise_factor(M, jitter=0.0):
+    """R (W x W) with z @ R ~ N(0, M^T M), z ~ N(0, I_W): the law of eps @ M. Cholesky QR in float64,
+    R = Q^T M with Q = M C^-T held fixed (method.md 7a: an unbiased, bounded gradient); jitter,
+    relative to the mean diagonal, keeps several networks' M factorizable where two share an E."""
+    with torch.autocast(M.device.type, enabled=False):
+        gram64 = (M.detach().T @ M).double()
+        eye = torch.eye(M.size(1), dtype=torch.float64, device=M.device)
+        C = torch.linalg.cholesky(gram64.detach() + jitter * gram64.diagonal().mean().detach() * eye)
+        return torch.linalg.solve_triangular(C, gram64, upper=False).to(M.dtype)
+
+
+class StateSpace:
+    """Where a loss or a sampler holds its states: R^K itself, or (projected) their images under the
+    networks' input layers, (B, L, W). projected=None: projected where W < K and every network has a
+    linear input layer."""
+
+    @classmethod
+    def of(cls, K, networks, projected=None):
+        """(the space, the networks as functions of its states): each network reads its own columns."""
+        space = cls(K, networks, projected)
+        return space, [space.reader(net) for net in networks]
+
+    def __init__(self, K, networks, projected=None):
+        self.K, embeds = K, [input_embedding(net) for net in networks]
+        readable = all(E is not None for E in embeds)
+        self.dtype = embeds[0].dtype if readable else None  # the noise's: the networks' (None: torch's default)
+        self.projected = (readable and sum(E.size(1) for E in embeds) < K) if projected is None else projected
+        if self.projected:
+            assert readable, "a projected state needs networks whose input layer is linear"
+            self.E = embeds[0] if len(embeds) == 1 else torch.cat(embeds, 1)  # M = [E_1 .. E_m]
+            ends = np.cumsum([E.size(1) for E in embeds]).tolist()
+            self.columns = [slice(end - E.size(1), end) for E, end in zip(embeds, ends)]
+            self.networks = list(networks)
+            self.R = noise_factor(self.E, jitter=1e-5 if len(embeds) > 1 else 0.0)
+
+    def noise(self, B, L, generator=None, device=None, eps=None):
+        """Fresh eps ~ N(0, I_K) per token in the state's coordinates (z @ R when projected); eps: a
+        given (B, L, K) noise to map in instead (tests: one noise, both paths)."""
+        if eps is not None:
+            return self.project(eps)
+        if not self.projected:
+            return torch.randn(B, L, self.K, generator=generator, device=device, dtype=self.dtype)
+        z = torch.randn(B, L, self.R.size(0), generator=generator, device=self.R.device, dtype=self.R.dtype)
+        return full_precision(z, self.R)
+
+    def drawer(self, B, L, generator, device, noise=None):
+        """A sampler's draws, in order: fresh noises, or the next of the given (B, L, K) noises."""
+        return lambda: self.noise(B, L, generator, device, None if noise is None else next(noise))
+
+    def token(self, x):
+        """The clean point e_x of token ids x in the state's coordinates: E[x] when projected."""
+        return self.E[x] if self.projected else F.one_hot(x, self.K)
+
+    def project(self, y):
+        """Vectors of R^K (a denoiser D, a residual r, a noise eps) in the state's coordinates: y @ M."""
+        return full_precision(y, self.E) if self.projected else y
+
+    def reader(self, network):
+        """network(state, *times) as it reads this space: a projected state hands it its own columns."""
+        if not self.projected:
+            return network
+        i = next(i for i, net in enumerate(self.networks) if net is network)
+        return functools.partial(_read_columns, network, self.columns[i])
+
+
+def _read_columns(network, columns, state, *times, **kw):
+    return network(state[..., columns], *times, embedded=True, **kw)

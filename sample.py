@@ -1,15 +1,14 @@
 """
-Sample from a checkpoint of any kind train.py writes, with that kind's sampler (kinds.py):
-an FLM with 64 Euler steps (by default with fresh noise, --eta=0.6; --eta=0 is the paper's
-deterministic sampler), a flow map in one step, MDLM in 128 steps, AR left to right.
+Sample from a checkpoint of any kind train.py writes: an FLM with flm.euler_sample, 64 Euler steps
+(by default with fresh noise, --eta=0.6; --eta=0 is the paper's deterministic sampler), its flow map
+with the same sampler in one step (flow_map=True), MDLM in 128 steps, AR left to right (tools/runs.py).
 
-$ python sample.py                                   # out-shakespeare-char/ckpt.pt, 64 steps
-$ python sample.py --steps=8 --num_samples=4 --start="ROMEO:"
+$ python sample.py --steps=8 --num_samples=4 --start="ROMEO:"   # out-shakespeare-char/ckpt.pt
 $ python sample.py --out_dir=out-shakespeare-char-fm           # one step
 $ python sample.py --ckpt=path/to/ckpt.pt --start=FILE:prompt.txt --out=samples.json
-$ python sample.py --init_from=FMLM-B-OWT --steps=1       # the paper's released checkpoints (pretrained.py)
+$ python sample.py --init_from=FMLM-B-OWT --steps=1       # the paper's released checkpoints (tools/pretrained.py)
 
---out writes the texts, their token ids, the settings and the seconds per sample (eval.py reads it).
+--out writes the texts, their token ids, the settings and the seconds per sample (python -m tools.judge reads it).
 """
 
 import json
@@ -21,9 +20,9 @@ import torch
 
 import dataset as data
 import flm
-import kinds
-import textstats
-from configurator import configure, die, system
+from configurator import configure, die
+from tools import runs, textstats
+from tools.runs import system
 
 # -----------------------------------------------------------------------------
 out_dir = 'out-shakespeare-char'  # reads out_dir/ckpt.pt ...
@@ -61,25 +60,18 @@ if start.startswith('FILE:'):
 device, device_type, dtype, ctx = system(device, dtype)
 
 # -----------------------------------------------------------------------------
-meta, data_dir = {}, ''
+data_dir = ''
 if init_from:
-    import pretrained
+    from tools import pretrained
     released = pretrained.load_pretrained(init_from, device)
     kind, model, teacher, source = released.kind, released.model, None, released.source
     encode, decode = released.encode, released.decode
 else:
     source = ckpt or os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.isfile(source):
-        die(f"no checkpoint at {source}; train one with python train.py (or pass --ckpt=path)")
-    checkpoint = kinds.load_checkpoint(source, 'sample.py', device)
-    kind, meta, data_dir = checkpoint['kind'], checkpoint['meta'], data.folder(checkpoint['config']['dataset'])
-    weights = checkpoint['ema' if ema else 'model']
-    if not all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()):
-        die(f"{source} has weights that are not finite numbers (a diverged run); sample an earlier checkpoint")
-    model, teacher = kinds.from_checkpoint(checkpoint, device, 'ema' if ema else 'model')
-    encode, decode = data.codec(meta)
+    kind, model, teacher, meta = runs.for_sampling(source, device, 'ema' if ema else 'model')
+    data_dir, (encode, decode) = data.folder(meta['dataset']), data.codec(meta)
 L, K = model.cfg.block_size, model.cfg.vocab_size
-steps = L if kind == 'ar' else steps or kinds.DEFAULT_STEPS[kind]  # AR: one pass per token
+steps = L if kind == 'ar' else steps or runs.DEFAULT_STEPS[kind]  # AR: one pass per token
 if kind in ('ar', 'mdlm') and eta != -1:
     die(f"--eta is the flow samplers' fresh noise; the {kind} sampler has none")
 eta = eta if eta >= 0 else (0.6 if kind == 'flm' else 0.0)
@@ -90,16 +82,19 @@ if len(prompt) > L:
     die(f"the prompt is {len(prompt)} tokens long, longer than the block ({L})")
 
 # -----------------------------------------------------------------------------
-sample = kinds.sampler(kind, model, flm.g_table(K, device), teacher)
+table = flm.g_table(K, device)
+if kind in ('flm', 'flowmap', 'stage2'):  # a flow map's jump has the Euler step's form (flm.py 5)
+    def sample(B, L, steps, x_known, known, generator, device, eta):
+        return flm.euler_sample(model, table, (B, L, K), steps, x_known, known, generator, device, eta,
+                                flow_map=kind != 'flm')
+else:  # stage 1 (stages.py) and the baselines
+    sample = runs.sampler(kind, model, table, teacher)
 generator = torch.Generator(device=device).manual_seed(seed)
 samples_ids = []
 t0 = time.time()
 for i in range(0, num_samples, batch_size):
     B = min(batch_size, num_samples - i)
-    x_known = torch.zeros(B, L, dtype=torch.long, device=device)
-    x_known[:, :len(prompt)] = torch.tensor(prompt, dtype=torch.long, device=device)
-    known = torch.zeros(B, L, dtype=torch.bool, device=device)
-    known[:, :len(prompt)] = True
+    x_known, known = runs.prompt_positions(prompt, B, L, device)
     with ctx:
         samples_ids += sample(B, L, steps, x_known, known, generator=generator, device=device, eta=eta).tolist()
 if device_type == 'cuda':

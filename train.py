@@ -1,30 +1,18 @@
 """
-Train a flow-based language model (FLM), distil one into a flow map (FMLM), or train a
-baseline (AR or MDLM) with the same data, optimizer and budget. The kinds: kinds.py.
+Train a flow-based language model (FLM) with flm.flm_loss, distil one into a flow map (FMLM) with
+flm.flowmap_loss (or the two stages of stages.py), or train a baseline (AR or MDLM) with the same data,
+optimizer and budget. The kinds: tools/runs.py.
 
-On one CPU or GPU (with no arguments: the tiny Shakespeare char FLM):
-$ python train.py
-$ python train.py --batch_size=64 --max_iters=1000
-
-Distil a trained FLM into a one-step flow map: by default one network on a KL semigroup
-target (method.md 8), or in two stages (method.md 5), whose stage-1 checkpoint carries the
-teacher, so stage 2 needs only it:
-$ python train.py config/distill_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
+$ python train.py                                    # the tiny Shakespeare char FLM, on one CPU or GPU
+$ python train.py config/distill_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt   # its flow map
 $ python train.py config/distill_stage1_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
 $ python train.py config/distill_stage2_shakespeare_char.py --stage1=out-shakespeare-char-fm1/ckpt.pt
-
-The baselines, and the AR judge of generated text (eval.py):
-$ python train.py --kind=ar --out_dir=out-shakespeare-char-ar
-
-With DDP on 4 GPUs of one node:
-$ torchrun --standalone --nproc_per_node=4 train.py config/train_owt.py
-
-Resume a run exactly where its checkpoint left it, with the run's own options:
-$ python train.py --init_from=resume --out_dir=out-shakespeare-char
+$ python train.py --kind=ar --out_dir=out-shakespeare-char-ar          # a baseline, or the judge
+$ torchrun --standalone --nproc_per_node=4 train.py config/train_owt.py  # DDP on 4 GPUs of one node
+$ python train.py --init_from=resume --out_dir=out-shakespeare-char    # continue exactly, same options
 """
 
 import copy
-import json
 import math
 import os
 import signal
@@ -39,9 +27,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import dataset as data
 import flm
-import kinds
-import textstats
-from configurator import check, die, overrides, resume_config, save_atomic, scalars, system, wandb_init, writable
+from configurator import check, die, overrides, resume_config
+from tools import runs, textstats
+from tools.runs import save_atomic, scalars, system, wandb_init, writable
 
 # -----------------------------------------------------------------------------
 # default config values: the tiny Shakespeare char FLM, ~16 minutes on a 2-core CPU
@@ -81,13 +69,13 @@ decay_lr = True
 lr_decay_iters = 3600
 min_lr = 1e-4
 ema_decay = 0.999         # the paper's 0.9999 suits 1M steps; ~1/(1 - decay) steps are averaged
-# flow-map distillation (method.md 5 and 8); presets in config/distill_*.py
+# flow-map distillation (method.md 5, and 8 for the two stages); presets in config/distill_*.py
 teacher = ''              # stage 1 and flowmap: the FLM checkpoint to distil
 stage1 = ''               # stage 2: the stage-1 checkpoint (it carries the FLM teacher)
 boundary_every = 0        # the whole jump s=0, t=1 is drawn once in boundary_every pairs; 0: the kind's (64, 128, 64)
 loss_weighting = False    # the learnable loss weighting (method.md 3); if not given: on for stage 1 only
-diagonal_share = 0.5      # flowmap: the share of diagonal samples, s = t, on the teacher's denoiser (method.md 8)
-ema_targets = False       # flowmap: the jumps' targets from the EMA weights, not the online ones (method.md 8's variant)
+diagonal_share = 0.5      # flowmap: the share of diagonal samples, s = t, on the teacher's denoiser (method.md 5)
+ema_targets = False       # flowmap: the jumps' targets from the EMA weights, not the online ones (method.md 5's variant)
 eval_samples = 32         # distillation evals: fixed-noise samples per sampler
 eval_ref_steps = 64       # ... compared with the teacher's Euler sampler at this many steps
 # system
@@ -103,17 +91,17 @@ config = {**defaults, **given}
 ckpt_path = os.path.join(config['out_dir'], 'ckpt.pt')
 checkpoint = None
 if config['init_from'] == 'resume':  # the run's own options; the command line may change a few
-    checkpoint = kinds.load_checkpoint(ckpt_path, '--init_from=resume')
+    checkpoint = runs.load_checkpoint(ckpt_path, '--init_from=resume')
     config = resume_config(defaults, given, checkpoint['config'], {
         'max_iters', 'learning_rate', 'warmup_iters', 'decay_lr', 'lr_decay_iters', 'min_lr', 'grad_clip',
         'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps', 'eval_samples', 'eval_ref_steps',
         'device', 'dtype', 'compile', 'backend', 'wandb_log', 'wandb_project', 'wandb_run_name', 'eval_only'})
 elif 'loss_weighting' not in given:  # the kind's default, recorded in the run's config
-    config['loss_weighting'] = config['kind'] in kinds.WEIGHTED
+    config['loss_weighting'] = config['kind'] in runs.WEIGHTED
 globals().update(config)
 check(config, {
     'init_from': (init_from in ('scratch', 'resume'), "'scratch' or 'resume'"),
-    'kind': (kind in kinds.KINDS, f"one of {', '.join(kinds.KINDS)}"),
+    'kind': (kind in runs.KINDS, f"one of {', '.join(runs.KINDS)}"),
     'n_head': (n_head > 0 and n_embd % n_head == 0 and n_embd // n_head % 2 == 0,
                f"> 0 and divide n_embd ({n_embd}) into heads of even width"),
     'learning_rate': (learning_rate > 0, "> 0"), 'min_lr': (min_lr >= 0, ">= 0"),
@@ -126,8 +114,11 @@ check(config, {
     **{k: (config[k] > 0, "> 0") for k in (
         'batch_size', 'block_size', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps',
         'gradient_accumulation_steps', 'n_layer', 'n_embd', 'n_cond', 'time_scale', 'eval_samples', 'eval_ref_steps', 'lr_decay_iters')}})
-kinds.check_sources(kind, teacher, stage1)
-distilling = kind in kinds.FLOW_MAPS
+runs.check_sources(kind, teacher, stage1)
+distilling = kind in runs.FLOW_MAPS
+model_options = [k for k in ('n_layer', 'n_head', 'n_embd', 'n_cond', 'dropout', 'time_scale') if k in given]
+if distilling and model_options and init_from != 'resume':
+    die(f"--{model_options[0]}: a flow map's network is its teacher's; model options do not apply to --kind={kind}")
 
 # -----------------------------------------------------------------------------
 # devices, DDP
@@ -172,20 +163,20 @@ def get_batch(split, generator=None):
     return data.get_batch(data_dir, split, batch_size, block_size, device, generator, meta.get('block_size', 0))
 
 # -----------------------------------------------------------------------------
-# model, its loss and sampler (kinds.py), optimizer, EMA
+# model, its loss and sampler (runs.py), optimizer, EMA
 # distillation's frozen networks (EMA weights): the FLM teacher, and for stage 2 stage 1's r_phi,
 # both from the stage-1 checkpoint, which carries its teacher (a resumed stage 1 reads it there)
-teacher_net, residual_net, carried = kinds.frozen_networks(kind, teacher, stage1, checkpoint, vocab_size, block_size,
+teacher_net, residual_net, carried = runs.frozen_networks(kind, teacher, stage1, checkpoint, vocab_size, block_size,
                                                            device)
 model_args = dict(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
                   n_embd=n_embd, n_cond=n_cond, dropout=dropout, time_scale=time_scale)
 if checkpoint is not None:
-    kinds.require_kind(checkpoint, ckpt_path, '--init_from=resume', kind)
+    runs.require_kind(checkpoint, ckpt_path, '--init_from=resume', kind)
     model_args, iter_num = checkpoint['model_args'], checkpoint['iter_num']
 else:
     iter_num = 0
 model = (flm.flow_map_student(teacher_net, 1 if kind == 'stage1' else 2) if distilling
-         else kinds.network(kind, model_args).to(device))
+         else runs.network(kind, model_args).to(device))
 model_args = asdict(model.cfg)
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
@@ -217,25 +208,18 @@ if checkpoint is not None:
     elif master_process:
         print(f"note: checkpoint has RNG states of {len(states)} processes, this run has {world_size}: fresh streams")
 checkpoint = None  # free memory
-loss_fn = kinds.loss_fn(kind, vocab_size, table, teacher_net, residual_net, boundary_every, loss_weighting, diagonal_share,
-                        ema if ema_targets else None)
-
-
-@torch.no_grad()
-def ema_update(decay):
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
-    torch._foreach_lerp_(list(ema.parameters()), list(raw_model.parameters()), 1.0 - decay)
+# the loss of each kind: the FLM's CE (flm.py 3), its flow map's KL semigroup loss (flm.py 5), or another's
+if kind == 'flm':
+    loss_fn = lambda model, x: flm.flm_loss(model, x, table, vocab_size)
+elif kind == 'flowmap':
+    loss_fn = lambda model, x: flm.flowmap_loss(model, teacher_net, x, table, vocab_size, boundary_every or 64,
+                                                diagonal_share, loss_weighting, targets_from=ema if ema_targets else None)
+else:  # the two stages (stages.py) and the baselines (tools/baselines.py)
+    loss_fn = runs.loss_fn(kind, vocab_size, table, teacher_net, residual_net, boundary_every, loss_weighting)
 
 
 def get_lr(it):
-    if it < warmup_iters:  # linear warmup
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if not decay_lr:
-        return learning_rate
-    if it > lr_decay_iters:
-        return min_lr
-    coeff = 0.5 * (1.0 + math.cos(math.pi * (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)))
-    return min_lr + coeff * (learning_rate - min_lr)
+    return flm.lr_at(it, learning_rate, min_lr, warmup_iters, lr_decay_iters, decay_lr)
 
 # -----------------------------------------------------------------------------
 # evaluation, on fixed batches with fixed noise: the same figures at every eval
@@ -248,7 +232,7 @@ def generate(net, net_kind, steps, n):
     """n samples (ids, n x L) of the kind's sampler (deterministic), from the same noise at every call."""
     gen = torch.Generator(device=device).manual_seed(seed)
     with ctx:
-        return kinds.sampler(net_kind, net, table, teacher_net)(n, block_size, steps, generator=gen, device=device)
+        return runs.sampler(net_kind, net, table, teacher_net)(n, block_size, steps, generator=gen, device=device)
 
 
 if distilling and master_process:  # the teacher's side is the same at every eval: once
@@ -260,7 +244,7 @@ if distilling and master_process:  # the teacher's side is the same at every eva
 
 def evaluate():
     """(figures, a line that tells them, a sample's ids and how it was drawn), for the EMA network.
-    FLM and baselines: cross entropies on the fixed batches (kinds.eval_ce) and the context gain;
+    FLM and baselines: cross entropies on the fixed batches (runs.eval_ce) and the context gain;
     flow maps: their 1- and 4-step samples against the teacher's."""
     if distilling:
         samples = {s: generate(ema, kind, s, eval_samples) for s in (1, 4)}
@@ -269,22 +253,7 @@ def evaluate():
         line = (" | ".join(f"{name}: {textstats.figures_text(ev[name])}" for name in ('1 step', '4 step'))
                 + f" | FLM at {eval_ref_steps} steps: {textstats.figures_text(teacher_figures)}")
         return ev, line, samples[1][0], '1 step'
-    gen = torch.Generator(device=device).manual_seed(seed)
-    ev = {'eval_t': kinds.EVAL_T}
-    for split, batches in eval_batches.items():
-        ce, ref = 0, 0
-        for x in batches:
-            with ctx:
-                ce_x, ref_x = kinds.eval_ce(kind, ema, x, table, log_pi, gen)
-            ce, ref = ce + torch.stack(ce_x), ref + ref_x
-        ce, ref = (ce / len(batches)).tolist(), ref.item() / len(batches)
-        ev[split] = {'ce': sum(ce) / len(ce), 'ce_t': ce, 'gain': ref - ce[len(ce) // 2]}
-    tr, va = ev['train'], ev['val']
-    detail = f"ppl {math.exp(va['ce']):.3f}" if kind == 'ar' else ('t=' if kind == 'flm' else 'masked share=') + \
-        ', '.join(f'{t}:{c:.3f}' for t, c in zip(kinds.EVAL_T, va['ce_t']))
-    name = 'nll' if kind == 'ar' else 'ce'
-    line = (f"train {name} {tr['ce']:.4f}, val {name} {va['ce']:.4f} ({detail}), "
-            f"context gain {va['gain']:.4f} (train {tr['gain']:.4f})")
+    ev, line = runs.ce_figures(kind, ema, eval_batches, table, log_pi, torch.Generator(device=device).manual_seed(seed), ctx)
     how = 'left to right' if kind == 'ar' else f'{eval_sample_steps} steps'
     return ev, line, generate(ema, kind, eval_sample_steps, 1)[0], how
 
@@ -307,13 +276,6 @@ def save_checkpoint():
     save_atomic(ckpt, ckpt_path)  # an interrupted save leaves the old file
     print(f"saved checkpoint to {ckpt_path}")
 
-
-def log_eval(ev):
-    """eval_log.jsonl (for plot_eval.py): one line per evaluated iteration, also across resumes."""
-    path = os.path.join(out_dir, 'eval_log.jsonl')
-    kept = [line for line in open(path) if json.loads(line)['iter'] < iter_num] if os.path.isfile(path) else []
-    with open(path, 'w') as f:
-        f.writelines(kept + [json.dumps({'iter': iter_num, 'kind': kind, **ev}) + '\n'])
 
 # -----------------------------------------------------------------------------
 # training loop
@@ -358,7 +320,7 @@ while True:
             ev, line, ids, how = evaluate()
             print(f"eval {iter_num}: {line}")
             print(f"sample ({how}): {decode(ids.tolist())[:200]!r}")
-            log_eval(ev)
+            runs.log_eval(out_dir, iter_num, kind, ev)
             if wandb:
                 wandb.log({'iter': iter_num, 'lr': get_lr(iter_num), **scalars(ev)}, step=iter_num)
         save_checkpoint()
@@ -394,7 +356,7 @@ while True:
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    ema_update(min(ema_decay, (1 + iter_num) / (10 + iter_num)))
+    flm.ema_update(ema, raw_model, min(ema_decay, (1 + iter_num) / (10 + iter_num)))
     iter_num += 1
 
     if iter_num % log_interval == 0 and master_process:

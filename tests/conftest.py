@@ -10,9 +10,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# the toy distribution and its exact denoiser live in toy.py (the notebooks use them too); the tests
-# import them from here
-from toy import exact_denoiser, joint_frequencies, toy_joint  # noqa: E402,F401
+# the toy distribution and its exact denoiser live in tools/toy.py (the notebooks use them too); the
+# tests import them from here
+from tools.toy import exact_denoiser, joint_frequencies, toy_joint  # noqa: E402,F401
 
 
 def write_char_dataset(folder, text, val_fraction=0.1):
@@ -39,8 +39,16 @@ def char_dataset(tmp_path_factory):
 
 
 def run_script(script, *args, cwd, timeout=300, env=None, launcher=None):
-    cmd = (launcher or [sys.executable]) + [os.path.join(ROOT, script), *args]
-    full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
+    """A script of the repository, by its path; those under tools/ run as modules (python -m tools.judge),
+    as the README has them, with the repository on PYTHONPATH."""
+    env = dict(env or {})
+    if script.startswith('tools/'):
+        target = ['-m', script[:-3].replace('/', '.')]
+        env['PYTHONPATH'] = os.pathsep.join([ROOT] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    else:
+        target = [os.path.join(ROOT, script)]
+    cmd = (launcher or [sys.executable]) + target + list(args)
+    full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **env}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 

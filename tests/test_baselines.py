@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-import baselines
+from tools import baselines
 import flm
 from conftest import joint_frequencies, toy_joint
 

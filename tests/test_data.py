@@ -64,6 +64,6 @@ def test_shakespeare_as_gpt2_bpe(tmp_path):
     assert real > 80
     samples = json.load(open(tmp_path / 'fm.json'))
     assert samples['samples'] == [decode(ids) for ids in samples['ids']]
-    r = run_script('eval.py', '--samples=fm.json', '--judge=judge/ckpt.pt', cwd=tmp_path)
+    r = run_script('tools/judge.py', '--samples=fm.json', '--judge=judge/ckpt.pt', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert re.search(r"Gen PPL [0-9.]+, entropy [0-9.]+ \(characters\), token entropy [0-9.]+", r.stdout)

@@ -6,6 +6,7 @@ and a prompt, the flow map's, stage 1's) write the same tokens as the dense ones
 import torch
 
 import flm
+import stages
 
 K, D_MODEL, L = 300, 16, 4
 
@@ -78,9 +79,9 @@ def test_the_projected_path_where_cheaper_and_no_K_dimensional_noise(monkeypatch
     monkeypatch.setattr(torch, 'randn', recording)
     x = torch.randint(K, (8, L))
     flm.flm_loss(net, x, flm.g_table(K), K).backward()
-    flm.stage1_loss(residual, net, x, flm.g_table(K), K).backward()
+    stages.stage1_loss(residual, net, x, flm.g_table(K), K).backward()
     flm.euler_sample(net, flm.g_table(K), (8, L, K), 3, x, x > K // 2, eta=0.5)
-    flm.stage1_sample(net, residual, flm.g_table(K), (8, L, K), 3, x, x > K // 2)
+    stages.stage1_sample(net, residual, flm.g_table(K), (8, L, K), 3, x, x > K // 2)
     assert shapes and all(shape[-1] in (D_MODEL, 2 * D_MODEL) for shape in shapes), shapes
 
 
@@ -182,5 +183,5 @@ def test_stage1_sampler_writes_the_dense_paths_tokens():
     assert table[-1] == 1.0
     noise = same_noise(2, B)
     for steps in (1, 4):
-        assert_same_tokens(lambda projected: flm.stage1_sample(teacher, residual, table, (B, L, K), steps, *prompt(B),
+        assert_same_tokens(lambda projected: stages.stage1_sample(teacher, residual, table, (B, L, K), steps, *prompt(B),
                                                                projected=projected, noise=noise()))

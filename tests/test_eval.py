@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-import baselines
+from tools import baselines
 import flm
 from conftest import run_script
 from test_scripts import assert_one_line_error, losses, train_all
@@ -78,7 +78,7 @@ def test_gen_ppl_is_exp_of_the_mean_nll_under_the_judge(runs):
     cwd, _ = runs
     assert run_script('sample.py', '--out_dir=mdlm', '--num_samples=5', '--steps=4', '--out=m5.json',
                       cwd=cwd).returncode == 0
-    r = run_script('eval.py', '--samples=m5.json', '--judge=ar/ckpt.pt', cwd=cwd)
+    r = run_script('tools/judge.py', '--samples=m5.json', '--judge=ar/ckpt.pt', cwd=cwd)
     assert r.returncode == 0, r.stderr
     printed = float(re.search(r"Gen PPL ([0-9.]+), entropy ([0-9.]+)", r.stdout).group(1))
     ckpt = torch.load(cwd / 'ar' / 'ckpt.pt', weights_only=True)
@@ -105,7 +105,7 @@ def test_gpt2_judge(tmp_path):
     model.save_pretrained(tmp_path / 'tiny-gpt2')
     ids = torch.randint(0, 50257, (6, 20), generator=torch.Generator().manual_seed(0))
     (tmp_path / 's.json').write_text(json.dumps({'samples': [''] * 6, 'ids': ids.tolist()}))
-    r = run_script('eval.py', '--samples=s.json', '--judge=tiny-gpt2', '--judge_batch=4', cwd=tmp_path)
+    r = run_script('tools/judge.py', '--samples=s.json', '--judge=tiny-gpt2', '--judge_batch=4', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     printed = float(re.search(r"Gen PPL ([0-9.]+)", r.stdout).group(1))
     with torch.no_grad():
@@ -114,7 +114,7 @@ def test_gpt2_judge(tmp_path):
     assert printed == pytest.approx(math.exp(mean_nll.item()), rel=1e-4)
     # ids outside the judge's vocabulary are an error, not a silent wrap
     (tmp_path / 'bad.json').write_text(json.dumps({'samples': [''], 'ids': [[50257] * 20]}))
-    assert_one_line_error(run_script('eval.py', '--samples=bad.json', '--judge=tiny-gpt2', cwd=tmp_path), 'vocabulary')
+    assert_one_line_error(run_script('tools/judge.py', '--samples=bad.json', '--judge=tiny-gpt2', cwd=tmp_path), 'vocabulary')
 
 
 def test_gpt2_judge_without_transformers_is_a_clear_error(tmp_path):
@@ -122,22 +122,22 @@ def test_gpt2_judge_without_transformers_is_a_clear_error(tmp_path):
     fake.mkdir(parents=True)
     (fake / '__init__.py').write_text("raise ImportError('not installed')\n")
     (tmp_path / 's.json').write_text(json.dumps({'samples': [''], 'ids': [[1, 2]]}))
-    r = run_script('eval.py', '--samples=s.json', '--judge=gpt2-large', cwd=tmp_path,
+    r = run_script('tools/judge.py', '--samples=s.json', '--judge=gpt2-large', cwd=tmp_path,
                    env={'PYTHONPATH': str(tmp_path / 'site')})
     assert_one_line_error(r, 'transformers', 'pip install')
 
 
 def test_eval_bad_input(runs):
     cwd, _ = runs
-    assert_one_line_error(run_script('eval.py', '--samples=m.json', cwd=cwd), '--judge')
-    assert_one_line_error(run_script('eval.py', '--samples=m.json', '--judge=mdlm/ckpt.pt', cwd=cwd), 'AR', 'mdlm')
-    assert_one_line_error(run_script('eval.py', '--samples=nothing.json', '--judge=ar/ckpt.pt', cwd=cwd), 'nothing.json')
-    assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=ar/ckpt.pt',
+    assert_one_line_error(run_script('tools/judge.py', '--samples=m.json', cwd=cwd), '--judge')
+    assert_one_line_error(run_script('tools/judge.py', '--samples=m.json', '--judge=mdlm/ckpt.pt', cwd=cwd), 'AR', 'mdlm')
+    assert_one_line_error(run_script('tools/judge.py', '--samples=nothing.json', '--judge=ar/ckpt.pt', cwd=cwd), 'nothing.json')
+    assert_one_line_error(run_script('tools/sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=ar/ckpt.pt',
                                      '--mdlm_ckpt=', '--flm_ckpt=', '--fmlm_ckpt=fm/ckpt.pt', cwd=cwd), 'FMLM', 'fm/ckpt.pt')
     # step lists are parsed strictly (configurator.int_list, tested in test_reliability.py)
-    assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=',
+    assert_one_line_error(run_script('tools/sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=',
                                      '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', '--flm_steps=-4', cwd=cwd), 'flm_steps')
-    assert_one_line_error(run_script('sweep.py', '--judge=ar/ckpt.pt', '--flm_eta=0,2', cwd=cwd), 'flm_eta')
+    assert_one_line_error(run_script('tools/sweep.py', '--judge=ar/ckpt.pt', '--flm_eta=0,2', cwd=cwd), 'flm_eta')
 
 
 def test_sweep_writes_table_and_plot_and_reuses_samples(runs):
@@ -145,7 +145,7 @@ def test_sweep_writes_table_and_plot_and_reuses_samples(runs):
     args = ['--judge=ar/ckpt.pt', '--out_dir=sw', '--ar_ckpt=ar/ckpt.pt', '--mdlm_ckpt=mdlm/ckpt.pt',
             '--flm_ckpt=flm/ckpt.pt', '--fmlm_ckpt=', '--flm_steps=2', '--mdlm_steps=2', '--num_samples=4',
             '--batch_size=2', '--flm_eta=0,1', '--latency=True']
-    r = run_script('sweep.py', *args, cwd=cwd)
+    r = run_script('tools/sweep.py', *args, cwd=cwd)
     assert r.returncode == 0, r.stderr
     table = (cwd / 'sw' / 'sweep.md').read_text()
     for row in ('| AR | - | 32 |', '| MDLM | 2 | 2 |', '| FLM eta 0 | 2 | 2 |', '| FLM eta 1 | 2 | 2 |', '| real text |',
@@ -160,7 +160,7 @@ def test_sweep_writes_table_and_plot_and_reuses_samples(runs):
     assert all(r['entropy'] == r['token_entropy'] for r in rows)
     # a second run judges the same files again, and samples nothing
     stamps = {f: os.path.getmtime(cwd / 'sw' / 'samples' / f) for f in os.listdir(cwd / 'sw' / 'samples')}
-    again = run_script('sweep.py', *args, cwd=cwd)
+    again = run_script('tools/sweep.py', *args, cwd=cwd)
     assert again.returncode == 0, again.stderr
     assert stamps == {f: os.path.getmtime(cwd / 'sw' / 'samples' / f) for f in os.listdir(cwd / 'sw' / 'samples')}
     assert (cwd / 'sw' / 'sweep.md').read_text() == table

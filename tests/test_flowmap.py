@@ -13,6 +13,7 @@ import copy
 import torch
 
 import flm
+import stages
 from conftest import exact_denoiser, joint_frequencies, toy_joint
 from test_flm import tiny_config
 
@@ -56,10 +57,10 @@ def test_zero_residual_flow_map_is_the_teachers_euler_step():
     assert torch.equal(r_phi(z, s, t, with_weight=True)[1], torch.zeros(3))
     D = torch.softmax(teacher(z, s), -1)
     euler = z + (g_t - g_s) * (D - z) / (1 - g_s)
-    assert torch.allclose(flm.stage1_flow_map(D, r, z, g_s, g_t), euler, atol=1e-6)
+    assert torch.allclose(stages.stage1_flow_map(D, r, z, g_s, g_t), euler, atol=1e-6)
     # so the stage-1 sampler with r_phi = 0 runs the teacher's Euler steps and answers argmax(z)
     steps, gen = 4, torch.Generator().manual_seed(5)
-    x = flm.stage1_sample(teacher, r_phi, table, (2, 16, 11), steps, generator=gen)
+    x = stages.stage1_sample(teacher, r_phi, table, (2, 16, 11), steps, generator=gen)
     z = torch.randn(2, 16, 11, generator=torch.Generator().manual_seed(5))
     for i in range(steps):
         t_i, t_next = torch.full((2,), i / steps), torch.full((2,), (i + 1) / steps)
@@ -86,13 +87,13 @@ def test_semigroup_target_has_no_x_term_and_is_the_two_jump_endpoint():
     _, _, _, g_s, g_u, g_t = levels(B, flm.g_table(K))
     outs = [torch.randn(B, L, K, dtype=torch.float64) for _ in range(4)]  # D_s, r_su, D_u, r_ut
     x_s = torch.randn(B, L, K, dtype=torch.float64)
-    target = flm.semigroup_target(x_s, g_s, g_u, g_t, *outs)
-    assert torch.allclose(flm.semigroup_target(x_s + 3 * torch.randn_like(x_s), g_s, g_u, g_t, *outs), target,
+    target = stages.semigroup_target(x_s, g_s, g_u, g_t, *outs)
+    assert torch.allclose(stages.semigroup_target(x_s + 3 * torch.randn_like(x_s), g_s, g_u, g_t, *outs), target,
                           atol=1e-9)
     # and it is the endpoint of the two half jumps X_{u,t}(X_{s,u}(x_s)), in pred's denoiser units
     D_s, r_su, D_u, r_ut = outs
-    x_u = flm.stage1_flow_map(D_s, r_su, x_s, g_s, g_u)
-    x_t = flm.stage1_flow_map(D_u, r_ut, x_u, g_u, g_t)
+    x_u = stages.stage1_flow_map(D_s, r_su, x_s, g_s, g_u)
+    x_t = stages.stage1_flow_map(D_u, r_ut, x_u, g_u, g_t)
     assert torch.allclose(target, x_s + (1 - g_s) / (g_t - g_s) * (x_t - x_s), atol=1e-7)
 
 
@@ -103,10 +104,10 @@ def test_stage2_gap_has_no_x_term():
     _, _, _, g_s, _, g_t = levels(B, flm.g_table(K))
     D_T, D_psi = (torch.softmax(torch.randn(B, L, K, dtype=torch.float64), -1) for _ in range(2))
     r = torch.randn(B, L, K, dtype=torch.float64)
-    gap = flm.flow_map_gap(D_T, r, D_psi, g_s, g_t)
+    gap = stages.flow_map_gap(D_T, r, D_psi, g_s, g_t)
     for scale in (0.5, 4.0):
         x = scale * torch.randn(B, L, K, dtype=torch.float64)
-        X = flm.stage1_flow_map(D_T, r, x, g_s, g_t)
+        X = stages.stage1_flow_map(D_T, r, x, g_s, g_t)
         Y = x + (g_t - g_s) * (D_psi - x) / (1 - g_s)
         assert torch.allclose(X - Y, gap, atol=1e-9)
 
@@ -127,14 +128,14 @@ def test_stage1_loss_is_the_semigroup_defect_of_the_samplers_flow_map():
         seen.append((x, s, t))
         return torch.tanh(x.double() @ W.T) * (1 + s + 2 * t)[:, None, None]  # depends on x, s and t
 
-    loss = flm.stage1_loss(student, teacher, torch.randint(K, (B, L)), table, K, boundary_every=8, weighted=False)
+    loss = stages.stage1_loss(student, teacher, torch.randint(K, (B, L)), table, K, boundary_every=8, weighted=False)
     (x_s, s, u), (_, _, t) = seen[0], seen[-1]
 
     def g(v):
         return flm.G(v, table).double()[:, None, None]
 
     def X(x, a, b):
-        return flm.stage1_flow_map(torch.softmax(teacher(x, a), -1), student(x, a, b), x, g(a), g(b))
+        return stages.stage1_flow_map(torch.softmax(teacher(x, a), -1), student(x, a, b), x, g(a), g(b))
 
     x_s = x_s.double()
     gap = X(X(x_s, s, u), u, t) - X(x_s, s, t)
@@ -159,14 +160,14 @@ def test_losses_vanish_at_an_exact_flow_map():
     K, table = 7, flm.g_table(7)
     x = torch.randint(K, (16, 4))
     D = torch.softmax(torch.randn(4, K), -1)
-    assert flm.stage1_loss(zero_network, constant_denoiser(D), x, table, K, boundary_every=2).item() < 1e-10
+    assert stages.stage1_loss(zero_network, constant_denoiser(D), x, table, K, boundary_every=2).item() < 1e-10
     # stage 2 matches stage 1's map when softmax(h) = D and r = 0
     student = lambda x, s, t, with_weight=False: constant_denoiser(D)(x, s)
-    assert flm.stage2_loss(student, constant_denoiser(D), zero_network, x, table, K).item() < 1e-10
+    assert stages.stage2_loss(student, constant_denoiser(D), zero_network, x, table, K).item() < 1e-10
     # a teacher whose denoiser depends on x is not solved by one Euler step: the loss sees it
     teacher = random_teacher()
     x = torch.randint(11, (16, 16))
-    assert flm.stage1_loss(zero_network, teacher, x, flm.g_table(11), 11, boundary_every=2).item() > 1e-4
+    assert stages.stage1_loss(zero_network, teacher, x, flm.g_table(11), 11, boundary_every=2).item() > 1e-4
 
 
 def test_distilling_an_exact_teacher_gives_a_one_step_sampler():
@@ -194,8 +195,8 @@ def test_distilling_an_exact_teacher_gives_a_one_step_sampler():
     cfg = flm.FLMConfig(vocab_size=K, block_size=L, n_layer=2, n_head=2, n_embd=64, n_cond=64, two_times=True,
                         learn_loss_weight=True)
     r_phi = flm.FLM(cfg)  # zero output layer: starts as the teacher's Euler step
-    train(r_phi, lambda net, x: flm.stage1_loss(net, teacher, x, table, K, boundary_every=8))
-    h_psi = train(flm.FLM(cfg), lambda net, x: flm.stage2_loss(net, teacher, r_phi, x, table, K, boundary_every=8))
+    train(r_phi, lambda net, x: stages.stage1_loss(net, teacher, x, table, K, boundary_every=8))
+    h_psi = train(flm.FLM(cfg), lambda net, x: stages.stage2_loss(net, teacher, r_phi, x, table, K, boundary_every=8))
 
     def tv(x):
         return 0.5 * (joint_frequencies(x, K) - p).abs().sum().item()
@@ -206,7 +207,7 @@ def test_distilling_an_exact_teacher_gives_a_one_step_sampler():
     N = 20_000
     teacher_1 = tv(flm.euler_sample(teacher, table, (N, L, K), 1, generator=gen()))
     teacher_64 = tv(flm.euler_sample(teacher, table, (N, L, K), 64, generator=gen()))
-    stage1_1, stage1_4 = (tv(flm.stage1_sample(teacher, r_phi, table, (N, L, K), n, generator=gen())) for n in (1, 4))
+    stage1_1, stage1_4 = (tv(stages.stage1_sample(teacher, r_phi, table, (N, L, K), n, generator=gen())) for n in (1, 4))
     stage2_1 = tv(flm.euler_sample(h_psi, table, (N, L, K), 1, generator=gen(), flow_map=True))
     print(f"TV to the data: teacher 1 step {teacher_1:.3f}, 64 steps {teacher_64:.3f}; "
           f"stage 1 at 1 and 4 steps {stage1_1:.3f}, {stage1_4:.3f}; stage 2 at 1 step {stage2_1:.3f}")

@@ -28,7 +28,7 @@ def script_defaults(script):
 @pytest.mark.parametrize("preset", sorted(glob.glob(os.path.join(ROOT, 'config', '*.py'))), ids=os.path.basename)
 def test_preset_sets_options_of_its_script(preset):
     name = os.path.basename(preset)
-    script = 'bench.py' if name.startswith('bench_') else 'sweep.py' if name.startswith('sweep_') else 'train.py'
+    script = 'bench.py' if name.startswith('bench_') else 'tools/sweep.py' if name.startswith('sweep_') else 'train.py'
     defaults = script_defaults(script)
     assert ({'batch_size', 'kind', 'wandb_log'} <= set(defaults) or {'train', 'samplers'} <= set(defaults)
             or {'judge', 'flm_steps', 'latency'} <= set(defaults))

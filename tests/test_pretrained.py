@@ -26,7 +26,7 @@ pytest.importorskip("safetensors")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import flm  # noqa: E402
-import pretrained  # noqa: E402
+from tools import pretrained  # noqa: E402
 from conftest import ROOT, run_script  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
@@ -121,7 +121,7 @@ def test_a_missing_package_is_a_one_line_error(tmp_path, package, name):
     # a stub package that fails to import, first on the path, stands for the missing one
     os.makedirs(tmp_path / package)
     (tmp_path / package / '__init__.py').write_text("raise ImportError('not installed')\n")
-    code = f"import pretrained; pretrained.load_pretrained({name!r})"
+    code = f"from tools import pretrained; pretrained.load_pretrained({name!r})"
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), ROOT]), 'OMP_NUM_THREADS': '1'}
     r = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
                        timeout=120)

@@ -241,7 +241,7 @@ def test_unwritable_places_are_found_before_the_work(run, char_dataset):
     ('{not json', ['cannot read samples']),
 ])
 def test_eval_refuses_a_malformed_samples_file(tmp_path, content, words):
-    from eval import read_samples  # in-process: eval.py checks every samples file first, with this
+    from tools.judge import read_samples  # in-process: eval.py checks every samples file first, with this
     (tmp_path / 'bad.json').write_text(content if isinstance(content, str) else json.dumps(content))
     with pytest.raises(SystemExit) as e:
         read_samples(str(tmp_path / 'bad.json'))
@@ -252,13 +252,13 @@ def test_eval_refuses_a_malformed_samples_file(tmp_path, content, words):
 def test_eval_judge_paths(run):
     (run / 'x.json').write_text(json.dumps({'samples': ['ab'], 'ids': [[1, 2]]}))
     torch.save({'when': datetime.date(2026, 1, 1)}, run / 'unsafe.pt')
-    r = run_script('eval.py', '--samples=x.json', '--judge=unsafe.pt', cwd=run)
+    r = run_script('tools/judge.py', '--samples=x.json', '--judge=unsafe.pt', cwd=run)
     assert_one_line_error(r, 'objects other than tensors')
     assert 'weights_only=False' not in r.stderr
     torch.save({'weights': torch.zeros(3)}, run / 'notackpt.pt')
-    assert_one_line_error(run_script('eval.py', '--samples=x.json', '--judge=notackpt.pt', cwd=run), 'not a checkpoint')
+    assert_one_line_error(run_script('tools/judge.py', '--samples=x.json', '--judge=notackpt.pt', cwd=run), 'not a checkpoint')
     # a mistyped path is not looked up on the hub as a model name
     t0 = time.time()
-    assert_one_line_error(run_script('eval.py', '--samples=x.json', '--judge=good/ckpt.ptt', cwd=run), 'no such file')
-    assert_one_line_error(run_script('eval.py', '--samples=x.json', '--judge=./gpt2-larg', cwd=run), 'no such file')
+    assert_one_line_error(run_script('tools/judge.py', '--samples=x.json', '--judge=good/ckpt.ptt', cwd=run), 'no such file')
+    assert_one_line_error(run_script('tools/judge.py', '--samples=x.json', '--judge=./gpt2-larg', cwd=run), 'no such file')
     assert time.time() - t0 < 60

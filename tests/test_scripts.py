@@ -242,7 +242,7 @@ def test_distillation_logs_checkpoints_and_resumes_exactly(distilled):
     fm = torch.load(cwd / 'fm' / 'ckpt.pt', weights_only=True)  # flowmap names its teacher, carries none
     assert fm['config']['teacher'] == 'full/ckpt.pt' and 'teacher_weights' not in fm
     assert fm['config']['boundary_every'] == 0 and fm['config']['diagonal_share'] == 0.5  # the kind's defaults
-    r = run_script('plot_eval.py', '--out_dir=fm2', '--png=fm2.png', cwd=cwd)
+    r = run_script('tools/plot_eval.py', '--out_dir=fm2', '--png=fm2.png', cwd=cwd)
     assert r.returncode == 0 and os.path.getsize(cwd / 'fm2.png') > 0, r.stderr
 
 

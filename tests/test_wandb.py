@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import configurator
+from tools import runs
 from test_scripts import losses, train
 
 STANDIN = '''import json, os
@@ -48,7 +48,7 @@ def test_wandb_logs_evals_and_steps(tmp_path, char_dataset):
 def test_wandb_missing_is_a_one_line_error_and_figures_are_flattened(monkeypatch):
     monkeypatch.setitem(sys.modules, 'wandb', None)  # import wandb fails, whether or not it is installed
     with pytest.raises(SystemExit, match=r'^error: --wandb_log=True needs the wandb package: pip install wandb$'):
-        configurator.wandb_init('p', 'run', {})
+        runs.wandb_init('p', 'run', {})
     ev = {'teacher': {'entropy': 3.1, 'agreement': 1.0}, 'reference': None, '1 step': {'entropy': 2.5},
           'eval_t': [0.1, 0.5], 'flag': True}
-    assert configurator.scalars(ev) == {'teacher/entropy': 3.1, 'teacher/agreement': 1.0, '1 step/entropy': 2.5}
+    assert runs.scalars(ev) == {'teacher/entropy': 3.1, 'teacher/agreement': 1.0, '1 step/entropy': 2.5}

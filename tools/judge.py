@@ -1,7 +1,7 @@
 """
 Judge generated text: its Gen PPL (the perplexity a judge model assigns to the samples,
 exp of the mean NLL per token) and its mean unigram entropy per sample (of the decoded text's
-characters, textstats.py; and of the token ids, the paper's figure for GPT-2 BPE). Read them together:
+characters, tools/textstats.py; and of the token ids, the paper's figure for GPT-2 BPE). Read them together:
 a sampler that repeats a few likely tokens gets a low Gen PPL and a low entropy.
 
 Judges: an AR checkpoint (python train.py --kind=ar, another seed) of the data the samples come
@@ -9,10 +9,10 @@ from, characters or GPT-2 BPE, or a GPT-2 model of the transformers package (a n
 gpt2-large, or a saved folder) for GPT-2 BPE data.
 
 $ python sample.py --out_dir=out-shakespeare-char-fm --num_samples=64 --out=fm.json
-$ python eval.py --samples=fm2.json --judge=out-shakespeare-char-judge/ckpt.pt
-$ python eval.py --samples=owt.json --judge=gpt2-large          # pip install transformers
+$ python -m tools.judge --samples=fm2.json --judge=out-shakespeare-char-judge/ckpt.pt
+$ python -m tools.judge --samples=owt.json --judge=gpt2-large          # pip install transformers
 
-sweep.py judges every method at every step count with the same functions.
+tools/sweep.py judges every method at every step count with the same functions.
 """
 
 import json
@@ -23,10 +23,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-import baselines
-import kinds
-import textstats
-from configurator import configure, die, system
+from configurator import configure, die
+from tools import baselines, runs, textstats
+from tools.runs import system
 
 
 def gen_ppl(nll):
@@ -36,10 +35,10 @@ def gen_ppl(nll):
 
 def ar_judge(path, device):
     """An AR checkpoint of this repository as judge: (nll, encode); see load_judge."""
-    ckpt = kinds.load_checkpoint(path, '--judge', device)
+    ckpt = runs.load_checkpoint(path, '--judge', device)
     if ckpt['kind'] != 'ar':
         die(f"--judge: {path} is a '{ckpt['kind']}' checkpoint; the judge must be an AR model (python train.py --kind=ar)")
-    net, _ = kinds.from_checkpoint(ckpt, device)
+    net, _ = runs.from_checkpoint(ckpt, device)
     K, stoi = net.cfg.vocab_size, ckpt['meta'].get('stoi')
 
     def encode(text, ids):

@@ -3,11 +3,11 @@ Plots. A run's evaluations (out_dir/eval_log.jsonl, written by train.py) against
 an FLM run's context gain and validation CE at each t of the eval grid (an MDLM run: at each
 masked share; an AR run: its NLL); a distillation run's 1- and 4-step valid words and unigram
 entropy, with the teacher's many-step sampler and real text as reference lines.
-An NFE sweep (sweep.json, written by sweep.py): Gen PPL and entropy against seconds per sample.
+An NFE sweep (sweep.json, written by tools/sweep.py): Gen PPL and entropy against seconds per sample.
 
-$ python plot_eval.py --out_dir=out-shakespeare-char --png=assets/context_gain.png
-$ python plot_eval.py --out_dir=out-shakespeare-char-fm --png=assets/distill.png
-$ python plot_eval.py --sweep=sweep-shakespeare-char/sweep.json --png=assets/sweep.png
+$ python -m tools.plot_eval --out_dir=out-shakespeare-char --png=assets/context_gain.png
+$ python -m tools.plot_eval --out_dir=out-shakespeare-char-fm --png=assets/distill.png
+$ python -m tools.plot_eval --sweep=sweep-shakespeare-char/sweep.json --png=assets/sweep.png
 """
 import json
 import os

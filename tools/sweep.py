@@ -1,13 +1,13 @@
 """
 The NFE sweep: sample each method at each step count (sample.py), judge every samples file
-(eval.py), and write a table (sweep.md, sweep.json) and a plot of Gen PPL and entropy against
-seconds per sample (sweep.png, plot_eval.py) to --out_dir. Samples files already there from
+(tools/judge.py), and write a table (sweep.md, sweep.json) and a plot of Gen PPL and entropy against
+seconds per sample (sweep.png, tools/plot_eval.py) to --out_dir. Samples files already there from
 the same sample.py command and an unchanged checkpoint are reused, so an interrupted sweep
 picks up where it stopped.
 
-$ python sweep.py --judge=out-shakespeare-char-judge/ckpt.pt
-$ python sweep.py --judge=... --flm_steps=8,64 --fmlm_ckpt='' --mdlm_steps=8
-$ python sweep.py config/sweep_shakespeare_bpe.py          # GPT-2 BPE Shakespeare (README)
+$ python -m tools.sweep --judge=out-shakespeare-char-judge/ckpt.pt
+$ python -m tools.sweep --judge=... --flm_steps=8,64 --fmlm_ckpt='' --mdlm_steps=8
+$ python -m tools.sweep config/sweep_shakespeare_bpe.py          # GPT-2 BPE Shakespeare (README)
 """
 
 import json
@@ -18,11 +18,11 @@ import sys
 import numpy as np
 
 import dataset as data
-import kinds
-import textstats
-from configurator import configure, die, int_list, system
-from eval import judge_file, judge_samples, load_judge, read_samples
-from plot_eval import plot_sweep
+from configurator import configure, die, int_list
+from tools import runs, textstats
+from tools.judge import judge_file, judge_samples, load_judge, read_samples
+from tools.plot_eval import plot_sweep
+from tools.runs import system
 
 # -----------------------------------------------------------------------------
 judge = ''                # an AR checkpoint (train.py --kind=ar), or a transformers GPT-2 name or folder
@@ -50,7 +50,7 @@ if not judge:
 if min(num_samples, batch_size, judge_batch) < 1:
     die(f"--num_samples, --batch_size and --judge_batch must be >= 1")
 device = system(device, 'float32')[0]
-here = os.path.dirname(os.path.abspath(__file__))
+here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 try:
     etas = [float(e) for e in flm_eta.split(',')] if flm_eta else [-1.0]
 except ValueError:
@@ -94,7 +94,7 @@ def sample_file(name, path, steps, eta, n=num_samples, batch=batch_size):
 
 
 # the data the checkpoints were trained on: real text for reference, and its words
-ckpt = kinds.load_checkpoint(runs[0][1], f'--{runs[0][0].lower()}_ckpt')
+ckpt = runs.load_checkpoint(runs[0][1], f'--{runs[0][0].lower()}_ckpt')
 data_dir, L, meta = data.folder(ckpt['config']['dataset']), ckpt['model_args']['block_size'], ckpt['meta']
 decode = data.codec(meta)[1]
 have_data = os.path.isfile(os.path.join(data_dir, 'val.bin'))

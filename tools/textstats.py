@@ -5,7 +5,7 @@ Cheap quality figures of generated text, always read together:
 - unigram entropy: the mean over samples of the entropy (nats) of each sample's own
   character frequencies, in the decoded text. A sampler that repeats itself scores low
   here. For character data it is the entropy of the token ids; for GPT-2 BPE it is the
-  text's, comparable across vocabularies (eval.py also reports the ids' entropy).
+  text's, comparable across vocabularies (tools/judge.py also reports the ids' entropy).
 """
 
 import os

@@ -4,7 +4,7 @@ positions and output layer), on token ids and with no time input:
 
   AR    an autoregressive model: causal attention, trained on next-token cross-entropy,
         sampled left to right with a KV cache. It is nanoGPT's model at the same width and
-        depth, and is also the judge of generated character text (eval.py).
+        depth, and is also the judge of generated character text (tools/judge.py).
   MDLM  masked diffusion (Sahoo et al., 2024): each position is replaced by a mask token
         with probability t ~ U(0, 1) (t = 1: all masks), and the model predicts the masked
         tokens; sampled from t = 1 to 0 by unmasking.

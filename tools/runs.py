@@ -1,25 +1,28 @@
 """
-Every kind of network this repository trains and samples, in one place: how to build it
-from model_args, its training loss, its sampler, its evaluation figures, and how a
-checkpoint of it is loaded. train.py, sample.py, eval.py, sweep.py and bench.py go through
-here; flm.py knows nothing of the baselines.
+What a run needs around the method: every kind of network train.py trains and sample.py samples,
+how to build one, load its checkpoint and evaluate it; the two-stage recipe's and the baselines'
+losses and samplers; the device and autocast, atomic saves, a writable out_dir, Weights & Biases.
+flm.py knows nothing of these.
 
   flm     the FLM, f_theta(x_g, t) -> logits (flm.py sections 1-4)
-  stage1  a flow map, stage 1: the frozen FLM teacher plus a residual network r_phi (flm.py 5)
-  stage2  a flow map, stage 2: one two-time network h_psi (flm.py 5)
-  flowmap a flow map in one stage: one two-time network h_psi on a KL semigroup target (flm.py 8)
-  ar      the autoregressive baseline (baselines.py)
-  mdlm    the masked-diffusion baseline (baselines.py)
+  flowmap its flow map: one two-time network h_psi on a KL semigroup target (flm.py 5)
+  stage1  the two-stage flow map, stage 1: the frozen FLM teacher plus a residual network r_phi (stages.py)
+  stage2  the two-stage flow map, stage 2: one two-time network h_psi (stages.py)
+  ar      the autoregressive baseline (tools/baselines.py)
+  mdlm    the masked-diffusion baseline (tools/baselines.py)
 """
 
+import json
+import math
 import os
 
 import torch
 import torch.nn.functional as F
 
-import baselines
 import flm
+import stages
 from configurator import die
+from tools import baselines
 
 KINDS = ('flm', 'stage1', 'stage2', 'flowmap', 'ar', 'mdlm')
 FLOW_MAPS = ('stage1', 'stage2', 'flowmap')
@@ -27,7 +30,6 @@ DEFAULT_STEPS = {'flm': 64, 'stage1': 1, 'stage2': 1, 'flowmap': 1, 'mdlm': 128,
 BOUNDARY_EVERY = {'stage1': 64, 'stage2': 128, 'flowmap': 64}  # the boundary jump (0, 1): once in so many (method.md)
 WEIGHTED = ('stage1',)  # the kinds that use the learnable loss weighting by default (the paper's code)
 EVAL_T = (0.1, 0.3, 0.5, 0.7, 0.9)  # the eval grid: model times t (FLM), masked shares (MDLM)
-RENAMED = {'flowmap-1': 'stage1', 'flowmap-2': 'stage2'}  # kinds' names in older checkpoints
 
 
 def network(kind, model_args):
@@ -39,8 +41,7 @@ def network(kind, model_args):
 def frozen(kind, model_args, state_dict, device):
     """A network of the kind with the given weights, in eval mode and without gradients."""
     net = network(kind, model_args)
-    # w of the learnable loss weighting is for training only: it keeps its fresh weights, so that a
-    # checkpoint whose w was a layer on the shared conditioning (before flm.LossWeight) still loads
+    # w of the learnable loss weighting is for training only: sampling never reads it
     fresh_w = {k: v for k, v in net.state_dict().items() if k.startswith('loss_weight.')}
     net.load_state_dict({**{k: v for k, v in state_dict.items() if not k.startswith('loss_weight.')}, **fresh_w})
     for p in net.parameters():
@@ -63,8 +64,7 @@ def load_checkpoint(path, flag, device='cpu'):
     if not isinstance(ckpt, dict) or not {'model_args', 'model', 'ema', 'meta', 'config'} <= set(ckpt):
         die(f"{flag}: {path} is not a checkpoint written by train.py")
     kind = ckpt.get('kind', 'flm')
-    ckpt['kind'] = RENAMED.get(kind, kind)
-    if ckpt['kind'] not in KINDS:
+    if kind not in KINDS:
         die(f"{flag}: {path} is a '{kind}' checkpoint; the kinds are {', '.join(KINDS)}")
     return ckpt
 
@@ -126,21 +126,39 @@ def from_checkpoint(ckpt, device, weights='ema'):
     return net, teacher_of(ckpt, device) if ckpt['kind'] == 'stage1' else None
 
 
-def loss_fn(kind, K, table, teacher=None, residual=None, boundary_every=0, weighted=False, diagonal_share=0.5,
-            targets_from=None):
-    """The kind's training loss, loss(model, x) for token ids x (B, L); `model` may be wrapped
-    (DDP, compile). Distillation's frozen networks: the FLM teacher (all flow maps), stage 1's r_phi
-    (stage 2); boundary_every = 0: the kind's BOUNDARY_EVERY; diagonal_share, targets_from: flowmap's (flm.py 8)."""
+def for_sampling(path, device, weights='ema'):
+    """sample.py's checkpoint: (kind, network, stage 1's teacher or None, the data's meta with its dataset)."""
+    if not os.path.isfile(path):
+        die(f"no checkpoint at {path}; train one with python train.py (or pass --ckpt=path)")
+    ckpt = load_checkpoint(path, 'sample.py', device)
+    if not all(torch.isfinite(w).all() for w in ckpt[weights].values() if w.is_floating_point()):
+        die(f"{path} has weights that are not finite numbers (a diverged run); sample an earlier checkpoint")
+    net, teacher = from_checkpoint(ckpt, device, weights)
+    return ckpt['kind'], net, teacher, {**ckpt['meta'], 'dataset': ckpt['config']['dataset']}
+
+
+def prompt_positions(prompt, B, L, device):
+    """(x_known, known): the prompt's token ids at the start of each of B blocks of L, and where they are."""
+    x_known = torch.zeros(B, L, dtype=torch.long, device=device)
+    x_known[:, :len(prompt)] = torch.tensor(prompt, dtype=torch.long, device=device)
+    known = torch.zeros(B, L, dtype=torch.bool, device=device)
+    known[:, :len(prompt)] = True
+    return x_known, known
+
+
+def loss_fn(kind, K, table, teacher=None, residual=None, boundary_every=0, weighted=False, diagonal_share=0.5):
+    """The kind's training loss, loss(model, x) for token ids x (B, L); `model` may be wrapped (DDP, compile).
+    teacher: distillation's frozen FLM; residual: stage 1's r_phi (stage 2); boundary_every 0: the kind's.
+    train.py names flm.flm_loss and flm.flowmap_loss itself; the two stages' losses are stages.py's."""
     boundary_every = boundary_every or BOUNDARY_EVERY.get(kind, 1)
     if kind == 'flm':
         return lambda model, x: flm.flm_loss(model, x, table, K)
-    if kind == 'stage1':
-        return lambda model, x: flm.stage1_loss(model, teacher, x, table, K, boundary_every, weighted)
-    if kind == 'stage2':
-        return lambda model, x: flm.stage2_loss(model, teacher, residual, x, table, K, boundary_every, weighted)
     if kind == 'flowmap':
-        return lambda model, x: flm.flowmap_loss(model, teacher, x, table, K, boundary_every, diagonal_share, weighted,
-                                                 targets_from=targets_from)
+        return lambda model, x: flm.flowmap_loss(model, teacher, x, table, K, boundary_every, diagonal_share, weighted)
+    if kind == 'stage1':
+        return lambda model, x: stages.stage1_loss(model, teacher, x, table, K, boundary_every, weighted)
+    if kind == 'stage2':
+        return lambda model, x: stages.stage2_loss(model, teacher, residual, x, table, K, boundary_every, weighted)
     if kind == 'ar':
         return lambda model, x: baselines.ar_loss(model, x, K)
     return lambda model, x: baselines.mdlm_loss(model, x, K)
@@ -157,9 +175,9 @@ def sampler(kind, net, table, teacher=None):
         if kind == 'mdlm':
             return baselines.mdlm_sample(net, (B, L), K, steps, x_known, known, generator=generator, device=device)
         if kind == 'stage1':
-            return flm.stage1_sample(teacher, net, table, (B, L, K), steps, x_known, known, generator=generator,
+            return stages.stage1_sample(teacher, net, table, (B, L, K), steps, x_known, known, generator=generator,
                                      device=device)
-        # the jump of a stage-2 or flowmap flow map has the Euler step's form (flm.py 5, 8): one jump per step
+        # the jump of a flowmap or stage-2 flow map has the Euler step's form (flm.py 5): one jump per step
         return flm.euler_sample(net, table, (B, L, K), steps, x_known, known, generator=generator, device=device,
                                 eta=eta, flow_map=kind in ('stage2', 'flowmap'))
     return sample
@@ -176,7 +194,7 @@ def eval_ce(kind, net, x, table, log_pi, generator):
     if kind == 'ar':
         return [baselines.ar_loss(net, x, K)], unigram
     ces = []
-    space = flm.StateSpace(K, [net]) if kind == 'flm' else None  # the network's input in d dims where K > d
+    space, (f,) = flm.StateSpace.of(K, [net]) if kind == 'flm' else (None, (None,))  # d dims where K > d
     for tj in EVAL_T:
         if kind == 'mdlm':
             mask = torch.rand(x.shape, generator=generator, device=x.device) < tj
@@ -185,8 +203,105 @@ def eval_ce(kind, net, x, table, log_pi, generator):
         t = torch.full((x.size(0),), tj, device=x.device)
         g = flm.G(t, table)
         x_g = flm.interpolant(x, g, space.noise(*x.shape, generator, x.device), space)
-        ces.append(F.cross_entropy(space.run(net, x_g, t).flatten(0, 1).float(), x.flatten()))
+        ces.append(F.cross_entropy(f(x_g, t).flatten(0, 1).float(), x.flatten()))
         if tj == 0.5:  # the reference sees what the network sees: x_g, or its image under E where K > d
             E = flm.input_embedding(net).float() if space.projected else None
             unigram = F.cross_entropy(flm.unigram_denoiser_logits(x_g.float(), g, log_pi, E).flatten(0, 1), x.flatten())
     return ces, unigram
+
+def ce_figures(kind, net, batches, table, log_pi, generator, ctx):
+    """train.py's evaluation of an FLM or a baseline: (figures, a line that tells them). Cross entropies
+    on the fixed batches of each split (eval_ce), and the context gain: the reference's CE minus the
+    model's at the middle point."""
+    ev = {'eval_t': EVAL_T}
+    for split, xs in batches.items():
+        ce, ref = 0, 0
+        for x in xs:
+            with ctx:
+                ce_x, ref_x = eval_ce(kind, net, x, table, log_pi, generator)
+            ce, ref = ce + torch.stack(ce_x), ref + ref_x
+        ce, ref = (ce / len(xs)).tolist(), ref.item() / len(xs)
+        ev[split] = {'ce': sum(ce) / len(ce), 'ce_t': ce, 'gain': ref - ce[len(ce) // 2]}
+    tr, va = ev['train'], ev['val']
+    detail = f"ppl {math.exp(va['ce']):.3f}" if kind == 'ar' else ('t=' if kind == 'flm' else 'masked share=') + \
+        ', '.join(f'{t}:{c:.3f}' for t, c in zip(EVAL_T, va['ce_t']))
+    name = 'nll' if kind == 'ar' else 'ce'
+    return ev, (f"train {name} {tr['ce']:.4f}, val {name} {va['ce']:.4f} ({detail}), "
+                f"context gain {va['gain']:.4f} (train {tr['gain']:.4f})")
+
+
+def log_eval(out_dir, iter_num, kind, ev):
+    """out_dir/eval_log.jsonl (for tools/plot_eval.py): one line per evaluated iteration, also across resumes."""
+    path = os.path.join(out_dir, 'eval_log.jsonl')
+    kept = [line for line in open(path) if json.loads(line)['iter'] < iter_num] if os.path.isfile(path) else []
+    with open(path, 'w') as f:
+        f.writelines(kept + [json.dumps({'iter': iter_num, 'kind': kind, **ev}) + '\n'])
+
+# -----------------------------------------------------------------------------
+# devices, saves, logging
+
+def system(device, dtype):
+    """(device, device_type, autocast context) from the --device and --dtype options ('auto': the
+    best this machine has; bfloat16 autocast on a GPU that supports it)."""
+    import torch
+    from contextlib import nullcontext
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    device_type = device.split(':')[0]
+    available = {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}
+    if not available.get(device_type):
+        die(f"--device={device}: not available here; this machine has {', '.join(k for k, v in available.items() if v)}")
+    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        die(f"--dtype must be one of auto, float32, bfloat16, float16; got '{dtype}'")
+    if dtype == 'auto':
+        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+    ptdtype = getattr(torch, dtype)
+    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
+    return device, device_type, dtype, ctx
+
+
+def writable(folder, flag):
+    """Make the folder, and check now that files can be written there (not at the first save)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        open(os.path.join(folder, '.writable'), 'w').close()
+        os.remove(os.path.join(folder, '.writable'))
+    except OSError as e:
+        die(f"{flag}={folder}: cannot write there: {e.strerror or e}")
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file, synced, then renamed: a kill at any moment leaves either the
+    old file or the new one, never half of one."""
+    import torch
+    try:
+        with open(path + '.tmp', 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + '.tmp', path)
+    except (OSError, RuntimeError) as e:
+        die(f"cannot write {path}: {os.strerror(e.errno) if getattr(e, 'errno', None) else e}")
+
+
+def wandb_init(project, name, config):
+    """Weights & Biases, imported only when a run asks for it: starts a run and returns the module
+    (wandb.log, wandb.finish)."""
+    try:
+        import wandb
+    except ImportError:
+        die("--wandb_log=True needs the wandb package: pip install wandb")
+    wandb.init(project=project, name=name, config=config)
+    return wandb
+
+
+def scalars(figures, prefix=''):
+    """The numbers of nested figures, flat, named by their path: {'val': {'ce': 1.2}} -> {'val/ce': 1.2}
+    (lists and None are left out)."""
+    out = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            out.update(scalars(value, f'{prefix}{key}/'))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix + key] = value
+    return out

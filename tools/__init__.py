@@ -1,0 +1,1 @@
+"""What surrounds the method in flm.py: checkpoints and devices (runs), the baselines, the judge, the sweep, plots, text statistics, the paper's released checkpoints and the toy of the notebooks and tests."""
