@@ -1,4 +1,4 @@
-# Flow-map distillation in one stage (method.md 8: one network, a KL semigroup target), the paper's main
+# Flow-map distillation in one stage (method.md 5: one network, a KL semigroup target), the paper's main
 # recipe, of the OpenWebText FLM of config/train_owt.py, e.g. on 8 GPUs:
 # $ torchrun --standalone --nproc_per_node=8 train.py config/distill_flowmap_owt.py --teacher=out-owt/ckpt.pt
 # The student is the teacher's network (12 x 768, dropout 0.1) with a second time embedding: the model
@@ -9,7 +9,7 @@
 # configs/config.yaml (AdamW betas 0.9, 0.999, no weight decay, gradient clip 1.0, EMA 0.9999) and
 # configs/lr_scheduler/constant_warmup.yaml (2500 warmup steps, then constant). That code trains stage 1
 # (config/distill_stage1_owt.py); its one-network KL target is not in it: the diagonal share 1/2 is method.md
-# 8's, and the loss weighting, which method.md 8 calls optional, follows the script.
+# 5's, and the loss weighting, which method.md 5 calls optional, follows the script.
 kind = 'flowmap'
 out_dir = 'out-owt-fm'
 dataset = 'openwebtext'

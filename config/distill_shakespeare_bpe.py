@@ -1,4 +1,4 @@
-# The default distillation (method.md 8, as config/distill_shakespeare_char.py) of the GPT-2 BPE
+# The default distillation (method.md 5, as config/distill_shakespeare_char.py) of the GPT-2 BPE
 # Shakespeare FLM (config/train_shakespeare_bpe.py) into a one-step flow map:
 # $ python train.py config/distill_shakespeare_bpe.py --teacher=out-shakespeare-bpe/ckpt.pt
 # $ python sample.py --out_dir=out-shakespeare-bpe-fm            # one-step samples

@@ -1,5 +1,5 @@
 # The default distillation of the tiny Shakespeare FLM into a one-step flow map: one network h_psi
-# on a KL semigroup target (method.md 8), 27 minutes on 2 CPU cores. Its checkpoint carries no
+# on a KL semigroup target (method.md 5), 27 minutes on 2 CPU cores. Its checkpoint carries no
 # teacher (its sampler needs none):
 # python train.py config/distill_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
 # python sample.py --out_dir=out-shakespeare-char-fm            # one-step samples

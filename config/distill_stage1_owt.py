@@ -1,4 +1,4 @@
-# Stage 1 of flow-map distillation (method.md 5) of the OpenWebText FLM of config/train_owt.py, e.g. on
+# Stage 1 of flow-map distillation (method.md 8) of the OpenWebText FLM of config/train_owt.py, e.g. on
 # 8 GPUs (then stage 2, config/distill_stage2_owt.py):
 # $ torchrun --standalone --nproc_per_node=8 train.py config/distill_stage1_owt.py --teacher=out-owt/ckpt.pt
 # The paper's code's settings (github david3684/flm): scripts/train_owt_flm_distill.sh, its stage 1

@@ -1,4 +1,4 @@
-# Stage 1 of flow-map distillation (method.md 5) of the default tiny Shakespeare FLM, ~18 minutes
+# Stage 1 of flow-map distillation (method.md 8) of the default tiny Shakespeare FLM, ~18 minutes
 # on 2 CPU cores:
 # python train.py config/distill_stage1_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
 # These are this project's settings for a 30-minute budget of both stages on 2 cores (the search:

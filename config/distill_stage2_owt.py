@@ -1,4 +1,4 @@
-# Stage 2 of flow-map distillation (method.md 5): one network, one pass per jump, from the stage-1
+# Stage 2 of flow-map distillation (method.md 8): one network, one pass per jump, from the stage-1
 # checkpoint of config/distill_stage1_owt.py (which carries the FLM teacher), e.g. on 8 GPUs:
 # $ torchrun --standalone --nproc_per_node=8 train.py config/distill_stage2_owt.py --stage1=out-owt-fm1/ckpt.pt
 # The paper's code's settings (github david3684/flm): scripts/train_owt_flm_distill_second.sh (algo

@@ -1,4 +1,4 @@
-# Stage 2 of flow-map distillation (method.md 5): one network, one pass per jump, ~6 minutes
+# Stage 2 of flow-map distillation (method.md 8): one network, one pass per jump, ~6 minutes
 # on 2 CPU cores. The stage-1 checkpoint carries the FLM teacher:
 # python train.py config/distill_stage2_shakespeare_char.py --stage1=out-shakespeare-char-fm1/ckpt.pt
 # As stage 1's preset, these are this project's settings for 2 cores, not the paper's.

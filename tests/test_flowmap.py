@@ -1,9 +1,9 @@
-"""Flow-map distillation (method.md 5): the (s, u, t) draws and their boundary share; a zero
+"""Flow-map distillation (method.md 8): the (s, u, t) draws and their boundary share; a zero
 residual is the teacher's Euler step and a stage-2 student starts as its teacher; the semigroup
 target and stage 2's gap have no x term (method.md 7c); stage 1's loss is the semigroup defect of
 the sampler's own flow map; both losses vanish at an exact flow map; and distilling the exact
 denoiser of a toy distribution gives a one-step sampler close to the data (total variation).
-One network on a KL semigroup target (method.md 8): gamma and 1 - gamma make the parametrised flow
+One network on a KL semigroup target (method.md 5): gamma and 1 - gamma make the parametrised flow
 map a semigroup; the loss is the KL (CE - H) to targets on the simplex, the teacher's on the diagonal;
 the student starts on the teacher; the jumps' targets can come from another copy of it (its EMA);
 the stage-2 sampler jumps by this flow map; and the toy's exact denoiser distils in one stage into a
@@ -219,7 +219,7 @@ def test_distilling_an_exact_teacher_gives_a_one_step_sampler():
 # section 8: one network, a KL semigroup target
 
 def X(delta, x, g_s, g_t):
-    """method.md 8's parametrisation, written here as the spec writes it."""
+    """method.md 5's parametrisation, written here as the spec writes it."""
     return (1 - g_t) / (1 - g_s) * x + (g_t - g_s) / (1 - g_s) * delta
 
 
@@ -260,7 +260,7 @@ def test_kl_to_is_the_kl_divergence():
 
 def test_flowmap_loss_is_the_kl_to_the_semigroup_target(monkeypatch):
     # probe networks that depend on x and both times; the loss's targets and logits are recorded
-    # and compared with method.md 8 computed here from what the networks were given
+    # and compared with method.md 5 computed here from what the networks were given
     torch.manual_seed(0)
     K, B, L = 5, 2000, 3
     table = flm.g_table(K)

@@ -47,3 +47,36 @@ def test_notebook_runs_top_to_bottom(name, jupyter_path, monkeypatch):
     client.execute()  # a failing cell raises CellExecutionError with its traceback
     errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if o.output_type == 'error']
     assert not errors
+
+
+def code_cells(name):
+    return [c for c in nbformat.read(os.path.join(ROOT, 'notebooks', name), as_version=4).cells if c.cell_type == 'code']
+
+
+def test_saved_source_listings_are_the_code_as_it_is():
+    # a cell that prints inspect.getsource(X) shows X as saved; it must be X as the code has it now
+    import importlib
+    import inspect
+    import re
+    shown = 0
+    for name in NOTEBOOKS:
+        for cell in code_cells(name):
+            for target in re.findall(r'print\(inspect\.getsource\(([\w.]+)\)\)', cell.source):
+                module, attr = target.rsplit('.', 1)
+                module = {'runs': 'tools.runs'}.get(module, module)
+                source = inspect.getsource(getattr(importlib.import_module(module), attr))
+                saved = ''.join(o.get('text', '') for o in cell.outputs if o.output_type == 'stream')
+                assert saved.rstrip('\n') == source.rstrip('\n'), f"{name}: the saved listing of {target} is stale"
+                shown += 1
+    assert shown >= 3  # flm.flm_loss, runs.fit, flm.flowmap_loss
+
+
+def test_notebooks_import_what_flm_exports_instead_of_redefining_it():
+    import ast
+    import flm
+    exported = {n for n, v in vars(flm).items() if not n.startswith('_') and getattr(v, '__module__', None) == 'flm'}
+    for name in NOTEBOOKS:
+        for cell in code_cells(name):
+            tree = ast.parse('\n'.join(line for line in cell.source.splitlines() if not line.startswith(('%', '!'))))
+            defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            assert not defined & exported, f"{name} defines {sorted(defined & exported)}, which flm.py exports"

@@ -12,6 +12,7 @@ flm.py knows nothing of these.
   mdlm    the masked-diffusion baseline (tools/baselines.py)
 """
 
+import copy
 import json
 import math
 import os
@@ -236,6 +237,28 @@ def log_eval(out_dir, iter_num, kind, ev):
     kept = [line for line in open(path) if json.loads(line)['iter'] < iter_num] if os.path.isfile(path) else []
     with open(path, 'w') as f:
         f.writelines(kept + [json.dumps({'iter': iter_num, 'kind': kind, **ev}) + '\n'])
+
+def fit(net, loss_fn, batch, iters, lr, warmup, ema_decay, min_lr=1e-4, every=0, report=None):
+    """The notebooks' training loop: train.py's step without its machinery (AdamW, the LR schedule,
+    gradient clipping, the EMA with its decay warmed up). batch(): a batch of token ids; report(it, ema,
+    losses) every `every` iterations and at the end. Returns the EMA network and the losses."""
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    losses = []
+    for it in range(iters + 1):
+        if report is not None and every and (it % every == 0 or it == iters):
+            report(it, ema, losses)
+        if it == iters:
+            return ema, losses
+        for group in opt.param_groups:
+            group['lr'] = flm.lr_at(it, lr, min_lr, warmup, iters)
+        loss = loss_fn(net, batch())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        flm.ema_update(ema, net, min(ema_decay, (1 + it) / (10 + it)))
+        losses.append(loss.item())
 
 # -----------------------------------------------------------------------------
 # devices, saves, logging
