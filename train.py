@@ -116,9 +116,6 @@ check(config, {
         'gradient_accumulation_steps', 'n_layer', 'n_embd', 'n_cond', 'time_scale', 'eval_samples', 'eval_ref_steps', 'lr_decay_iters')}})
 runs.check_sources(kind, teacher, stage1)
 distilling = kind in runs.FLOW_MAPS
-model_options = [k for k in ('n_layer', 'n_head', 'n_embd', 'n_cond', 'dropout', 'time_scale') if k in given]
-if distilling and model_options and init_from != 'resume':
-    die(f"--{model_options[0]}: a flow map's network is its teacher's; model options do not apply to --kind={kind}")
 
 # -----------------------------------------------------------------------------
 # devices, DDP
@@ -178,6 +175,9 @@ else:
 model = (flm.flow_map_student(teacher_net, 1 if kind == 'stage1' else 2) if distilling
          else runs.network(kind, model_args).to(device))
 model_args = asdict(model.cfg)
+for k in ('n_layer', 'n_head', 'n_embd', 'n_cond', 'dropout', 'time_scale'):  # a flow map's network is its teacher's
+    if distilling and k in given and given[k] != model_args[k]:
+        die(f"--{k}={given[k]}: a flow map's network is its teacher's ({k}={model_args[k]}); drop the option")
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
 if master_process:

@@ -283,8 +283,8 @@ WRONG_TEACHERS = [
     (['--kind=flowmap', '--teacher=full/ckpt.pt', '--diagonal_share=1.5'], ['--diagonal_share', 'in [0, 1]']),
     (['--kind=stage1', '--teacher=full/ckpt.pt', '--ema_targets=True'], ['--ema_targets', '--kind=flowmap']),
     (['--kind=stage1', '--teacher=full/ckpt.pt', 'VOCAB'], ['vocab_size=', 'this run has 4']),
-    (['--kind=flowmap', '--teacher=full/ckpt.pt', '--n_layer=2'], ['--n_layer', "its teacher's", '--kind=flowmap']),
-    (['--kind=stage1', '--teacher=full/ckpt.pt', '--dropout=0.1'], ['--dropout', "its teacher's"]),
+    (['--kind=flowmap', '--teacher=full/ckpt.pt', '--n_layer=2'], ['--n_layer=2', "its teacher's (n_layer=1)"]),
+    (['--kind=stage1', '--teacher=full/ckpt.pt', '--dropout=0.2'], ['--dropout=0.2', "its teacher's (dropout=0.1)"]),
 ]
 
 

@@ -57,7 +57,7 @@ except ValueError:
     etas = [2.0]
 if not all(0 <= e <= 1 or e == -1 for e in etas):
     die(f"--flm_eta takes numbers in [0, 1], comma-separated ('': sample.py's default); got '{flm_eta}'")
-rows = []  # (method, checkpoint, steps, eta)
+plan = []  # (method, checkpoint, steps, eta)
 for method, path, key in (('AR', ar_ckpt, None), ('MDLM', mdlm_ckpt, 'mdlm_steps'),
                           ('FLM', flm_ckpt, 'flm_steps'), ('FMLM', fmlm_ckpt, 'fmlm_steps')):
     if not path:
@@ -66,8 +66,8 @@ for method, path, key in (('AR', ar_ckpt, None), ('MDLM', mdlm_ckpt, 'mdlm_steps
         die(f"no {method} checkpoint at {path}; train it (README) or leave it out with --{method.lower()}_ckpt=''")
     for eta in (etas if method == 'FLM' else [-1.0]):
         label = f"FLM eta {eta:g}" if eta != -1 else method
-        rows += [(label, path, s, eta) for s in ([0] if key is None else int_list(config[key], key))]
-if not rows:
+        plan += [(label, path, s, eta) for s in ([0] if key is None else int_list(config[key], key))]
+if not plan:
     die("every checkpoint is left out: nothing to sweep")
 the_judge = load_judge(judge, device)
 os.makedirs(os.path.join(out_dir, 'samples'), exist_ok=True)
@@ -94,14 +94,14 @@ def sample_file(name, path, steps, eta, n=num_samples, batch=batch_size):
 
 
 # the data the checkpoints were trained on: real text for reference, and its words
-ckpt = runs.load_checkpoint(rows[0][1], f'--{rows[0][0].lower()}_ckpt')
+ckpt = runs.load_checkpoint(plan[0][1], f'--{plan[0][0].lower()}_ckpt')
 data_dir, L, meta = data.folder(ckpt['config']['dataset']), ckpt['model_args']['block_size'], ckpt['meta']
 decode = data.codec(meta)[1]
 have_data = os.path.isfile(os.path.join(data_dir, 'val.bin'))
 words = textstats.data_stats(data_dir, decode, L)[0] if have_data else None
 chars = 'itos' in meta  # character data: the ids' entropy is the text's
 rows = []
-for method, path, steps, eta in rows:
+for method, path, steps, eta in plan:
     name = method.lower().replace(' ', '-') + (f"-{steps}" if steps else '')
     r = judge_file(the_judge, sample_file(name, path, steps, eta), judge_batch, device)
     if words is not None:
