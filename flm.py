@@ -126,7 +126,6 @@ class FLMConfig:
     ln_scale: bool = False           # LayerNorms with a learnable scale (no bias)
     attn_softcap: float = 0.0        # > 0: attention logits c * tanh(logits / c) (paper: 50)
     time_scale: float = 1000.0       # the time embedding reads time_scale * t (paper: 1, raw t)
-    logit_softcap: float = 0.0       # > 0: output logits c * tanh(logits / c)
 
 
 def timestep_embedding(t, dim, max_period=10000.0, scale=1000.0):
@@ -290,8 +289,6 @@ class FLM(nn.Module):
             h = block(h, c, self.rope_cos, self.rope_sin)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
         out = self.head(modulate(self.ln_f(h), shift, scale))
-        if self.cfg.logit_softcap > 0:
-            out = softcap(out, self.cfg.logit_softcap)
         return (out, self.loss_weight(t, t2)) if with_weight else out
 
 
