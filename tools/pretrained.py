@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+import dataset as data
 import flm
 from configurator import die
 
@@ -120,12 +121,12 @@ class Pretrained:
     source: str           # the folder or hub repo
 
     def decode(self, ids):
-        """Token ids -> text. GPT-2's pad id (never in the training data) is dropped; without a
-        tokenizer, the ids themselves."""
+        """Token ids -> text, as the paper's code decodes its samples (dataset.gpt2_text, bert_text: GPT-2's
+        pad id, never in the training data, is '[PAD]'); without a tokenizer, the ids themselves."""
         if self.tokenizer == 'gpt2':
-            return _gpt2().decode([i for i in ids if i != GPT2_PAD])
+            return data.gpt2_text(ids, _gpt2(), pad=GPT2_PAD)
         if self.tokenizer == 'bert-base-uncased':
-            return _bert().decode(ids)
+            return data.bert_text(ids, _bert_tokens())
         return ' '.join(str(i) for i in ids)
 
     def encode(self, text):
@@ -147,6 +148,11 @@ def _gpt2():
 @functools.lru_cache(maxsize=None)
 def _bert():
     return _require('transformers', 'transformers').AutoTokenizer.from_pretrained('bert-base-uncased')
+
+
+@functools.lru_cache(maxsize=None)
+def _bert_tokens():
+    return _bert().convert_ids_to_tokens(list(range(len(_bert()))))
 
 
 def load_pretrained(name_or_folder, device='cpu'):
