@@ -10,7 +10,8 @@ outside this repository) gave for them. Checked here:
   on top (the reference's FLM output goes to log_softmax as it is), and every switch matters on them;
 - the switches off (the default) leave this project's network and state dict as they were;
 - a missing or a renamed weight, a missing safetensors or huggingface_hub: one-line errors;
-- end to end: sample.py --init_from=FOLDER writes the samples' ids and the kind.
+- end to end: sample.py --init_from=FOLDER samples the paper's way by default and writes the samples'
+  ids, the kind, the steps, eta and the tokenizer.
 Skipped without safetensors (optional for users; CI installs it).
 """
 import json
@@ -123,16 +124,18 @@ def test_a_missing_package_is_a_one_line_error(tmp_path, package, name):
     assert r.stderr.strip() == f"error: this needs the '{package}' package: pip install {package}"
 
 
-@pytest.mark.parametrize('name, steps', [('paper_fmlm', 1), ('paper_flm', 4)])
+@pytest.mark.parametrize('name, steps', [('paper_fmlm', 1), ('paper_flm', 1024)])
 def test_sample_py_from_a_released_checkpoint(tmp_path, name, steps):
+    # by default the paper's way: eta 0, 1024 Euler steps for an FLM, one jump for an FMLM
     folder = str(tmp_path / 'release')
     shutil.copytree(fixture(name), folder)
     os.remove(os.path.join(folder, 'expected.safetensors'))  # a release holds just the two files
-    r = run_script('sample.py', f'--init_from={folder}', f'--steps={steps}', '--num_samples=2', '--out=x.json',
+    r = run_script('sample.py', f'--init_from={folder}', '--num_samples=2', '--out=x.json',
                    cwd=str(tmp_path), env={'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-2000:]
     with open(tmp_path / 'x.json', encoding='utf-8') as f:
         result = json.load(f)
     ids = torch.tensor(result['ids'])
     assert ids.shape == (2, 16) and 0 <= ids.min() and ids.max() < 64
-    assert result['settings']['kind'] == KINDS[name]
+    s = result['settings']
+    assert (s['kind'], s['steps'], s['eta'], s['tokenizer']) == (KINDS[name], steps, 0.0, 'ids')  # no known tokenizer
