@@ -168,6 +168,7 @@ def judge_file(judge, path, batch=16, device='cpu'):
 
 
 def line(path, r, paper, n):
+    """The printed figures of one samples file (r: judge_samples' with its settings) of n samples."""
     s = r.get('settings', {})
     what = f"({s.get('kind', '?')}, {s.get('steps', '?')} steps, {n} samples)"
     if paper:  # the paper's figures first: Gen PPL and the entropy of the token ids
