@@ -126,6 +126,26 @@ def hf_tokenizer(name):
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
+def gpt2_text(ids, enc, pad=50257):
+    """GPT-2 ids as the paper's code decodes its samples (the GPT-2 tokenizer's batch_decode): every
+    token's bytes, <|endoftext|> as written, its pad id (50257, the released OWT models' 50258th token)
+    as '[PAD]', invalid UTF-8 replaced."""
+    pieces = [b'[PAD]' if i == pad else enc.decode_single_token_bytes(i) for i in ids]
+    return b''.join(pieces).decode('utf-8', errors='replace')
+
+
+def bert_text(ids, itos):
+    """bert-base-uncased ids (itos: the tokens by id) as the paper's code decodes its samples (the slow
+    BertTokenizer's batch_decode): tokens joined by spaces, '##' pieces glued to the previous one,
+    [CLS] and [SEP] kept, then transformers' clean-up of spaces before punctuation and contractions,
+    on the whole string (the fast tokenizer cleans each token alone: "don ' t" stays)."""
+    text = ' '.join(itos[i] for i in ids).replace(' ##', '').strip()
+    for dirty, clean in ((' .', '.'), (' ?', '?'), (' !', '!'), (' ,', ','), (" ' ", "'"), (" n't", "n't"),
+                         (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(dirty, clean)
+    return text
+
+
 def codec(meta):
     """(encode, decode) between text and token ids for a dataset's vocabulary."""
     if 'itos' in meta:
@@ -139,7 +159,8 @@ def codec(meta):
         return encode, lambda ids: ''.join(itos[i] for i in ids)
     if 'tokenizer' in meta:  # [CLS] and [SEP] are data here: decoded as they are, never added
         tok = hf_tokenizer(meta['tokenizer'])
-        return (lambda text: tok.encode(text, add_special_tokens=False)), tok.decode
+        itos = tok.convert_ids_to_tokens(list(range(len(tok))))
+        return (lambda text: tok.encode(text, add_special_tokens=False)), (lambda ids: bert_text(ids, itos))
     enc = gpt2_encoding()
     return (lambda text: enc.encode(text, allowed_special={'<|endoftext|>'})), enc.decode
 

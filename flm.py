@@ -78,12 +78,14 @@ def _g_table_cpu(K, n_table=8192, n_grid=1 << 17):
     # n_table + 1 uniform values of t.
     g = torch.linspace(0, 1, n_grid + 1, dtype=torch.float64)[:-1]
     A = torch.cummax(decodability(g, K), 0).values.numpy()
-    A = np.append(A, 1.0)
-    g = np.append(g.numpy(), 1.0)
-    # In floating point A reaches 1 before g does: keep the first g at which it
-    # does, so that G(1) < 1 and the inverse is well defined.
-    top = int(np.argmax(A >= 1.0))
-    A, g = A[: top + 1], g[: top + 1]
+    g = g.numpy()
+    # In float64 A rounds to 1 before g reaches 1 (for some K, e.g. 1000 and 30522, on the
+    # grid; for others only between its points). A = 1 belongs to g = 1 alone, as in the
+    # paper's code (which tilts A by (g - 1) * 1e-10 and clips it to [0, 1]): grid points
+    # where A has rounded to 1 are dropped and (A, g) = (1, 1) closes the table, so that
+    # G(1) = 1 exactly for every K and G(t < 1) is the inverse of the computed A.
+    below = A < 1.0
+    A, g = np.append(A[below], 1.0), np.append(g[below], 1.0)
     A[0] = 0.0  # the quadrature's A(0) is 0 up to ~1e-16
     keep = np.concatenate([[True], np.diff(A) > 0])  # np.interp needs increasing A
     t = np.linspace(0, 1, n_table + 1)
@@ -124,7 +126,6 @@ class FLMConfig:
     ln_scale: bool = False           # LayerNorms with a learnable scale (no bias)
     attn_softcap: float = 0.0        # > 0: attention logits c * tanh(logits / c) (paper: 50)
     time_scale: float = 1000.0       # the time embedding reads time_scale * t (paper: 1, raw t)
-    logit_softcap: float = 0.0       # > 0: output logits c * tanh(logits / c)
 
 
 def timestep_embedding(t, dim, max_period=10000.0, scale=1000.0):
@@ -288,8 +289,6 @@ class FLM(nn.Module):
             h = block(h, c, self.rope_cos, self.rope_sin)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
         out = self.head(modulate(self.ln_f(h), shift, scale))
-        if self.cfg.logit_softcap > 0:
-            out = softcap(out, self.cfg.logit_softcap)
         return (out, self.loss_weight(t, t2)) if with_weight else out
 
 

@@ -6,9 +6,15 @@ with the same sampler in one step (flow_map=True), MDLM in 128 steps, AR left to
 $ python sample.py --steps=8 --num_samples=4 --start="ROMEO:"   # out-shakespeare-char/ckpt.pt
 $ python sample.py --out_dir=out-shakespeare-char-fm           # one step
 $ python sample.py --ckpt=path/to/ckpt.pt --start=FILE:prompt.txt --out=samples.json
-$ python sample.py --init_from=FMLM-B-OWT --steps=1       # the paper's released checkpoints (tools/pretrained.py)
+$ python sample.py --init_from=FMLM-B-OWT                # the paper's released checkpoints (tools/pretrained.py)
 
---out writes the texts, their token ids, the settings and the seconds per sample (python -m tools.judge reads it).
+A released checkpoint (--init_from) samples the paper's way unless told otherwise: its
+deterministic sampler (--eta=0) with the steps of the paper's evaluation, 1024 Euler steps for an
+FLM and one jump for an FMLM.
+
+--out writes the texts, their token ids, the settings (with the tokenizer that made the ids) and
+the seconds per sample (python -m tools.judge reads it). The texts are decoded as the paper's code
+decodes its samples, which is what its Gen PPL reads.
 """
 
 import json
@@ -29,8 +35,9 @@ out_dir = 'out-shakespeare-char'  # reads out_dir/ckpt.pt ...
 ckpt = ''                 # ... or this path
 init_from = ''            # ... or a released checkpoint of the paper: FLM-B-OWT, FMLM-B-OWT, FLM-B-LM1B,
                           # FMLM-B-LM1B, owner/name on the hub, or a folder in that layout
-steps = 0                 # sampler steps; 0: the kind's default (64 FLM, 1 flow map, 128 MDLM)
+steps = 0                 # sampler steps; 0: the kind's default (64 FLM, 1 flow map, 128 MDLM; a release: 1024 FLM)
 eta = -1.0                # FLM: share of fresh noise after each step (flm.py 4); -1: 0.6 for an FLM, else 0
+                          # (a release: 0, the paper's sampler)
 num_samples = 8
 batch_size = 16           # samples generated at once
 start = ''                # prompt text at the start of every sample, or FILE:path
@@ -66,15 +73,18 @@ if init_from:
     released = pretrained.load_pretrained(init_from, device)
     kind, model, teacher, source = released.kind, released.model, None, released.source
     encode, decode = released.encode, released.decode
+    tokenizer = released.tokenizer or 'ids'  # no known tokenizer: the texts are the ids
 else:
     source = ckpt or os.path.join(out_dir, 'ckpt.pt')
     kind, model, teacher, meta = runs.for_sampling(source, device, 'ema' if ema else 'model')
     data_dir, (encode, decode) = data.folder(meta['dataset']), data.codec(meta)
+    tokenizer = 'characters' if 'itos' in meta else meta.get('tokenizer', 'gpt2')
 L, K = model.cfg.block_size, model.cfg.vocab_size
-steps = L if kind == 'ar' else steps or runs.DEFAULT_STEPS[kind]  # AR: one pass per token
+PAPER_STEPS = {'flm': 1024, 'stage2': 1}  # a release's default: the paper's evaluation (its Gen PPL table)
+steps = L if kind == 'ar' else steps or (PAPER_STEPS[kind] if init_from else runs.DEFAULT_STEPS[kind])
 if kind in ('ar', 'mdlm') and eta != -1:
     die(f"--eta is the flow samplers' fresh noise; the {kind} sampler has none")
-eta = eta if eta >= 0 else (0.6 if kind == 'flm' else 0.0)
+eta = eta if eta >= 0 else (0.6 if kind == 'flm' and not init_from else 0.0)
 if kind == 'stage1' and eta > 0:
     die("--eta: the stage-1 sampler has no fresh-noise option (its state is not a denoiser's estimate); use --eta=0")
 prompt = encode(start)
@@ -108,7 +118,8 @@ name = f"{kind}, {steps} steps" + (f", eta {eta:g}" if kind not in ('ar', 'mdlm'
 print(f"{seconds:.3f} s per sample ({name}, {num_samples} samples, batch {batch_size}, {device})")
 
 result = {'samples': samples, 'ids': samples_ids, 'seconds_per_sample': seconds,
-          'settings': {**config, 'steps': steps, 'eta': eta, 'start': start, 'ckpt': source, 'kind': kind}}
+          'settings': {**config, 'steps': steps, 'eta': eta, 'start': start, 'ckpt': source, 'kind': kind,
+                       'tokenizer': tokenizer}}
 if stats and data_dir and os.path.isfile(os.path.join(data_dir, 'train.bin')):
     words, reference = textstats.data_stats(data_dir, decode, L)
     figures = textstats.text_figures(samples, words)

@@ -178,7 +178,7 @@ def test_flow_map_sampler_writes_the_dense_paths_tokens():
 
 def test_stage1_sampler_writes_the_dense_paths_tokens():
     # teacher and r_phi with different E. The dense sampler answers argmax of the last state, X_{s,1}(z);
-    # the projected one that of stage1_endpoint, the same where G(1) = 1, as for this K (and 50257)
+    # the projected one that of stage1_endpoint, the same tokens, as G(1) = 1 for every K
     teacher, residual, table, B = random_flm(0), random_flm(3, two_times=True), flm.g_table(K), 64
     assert table[-1] == 1.0
     noise = same_noise(2, B)

@@ -1,10 +1,12 @@
 """The time reparameterization g = G(t), G = A^-1 (method.md 2): A is monotone from 0 to 1, matches
 a closed form (K = 2) and Monte Carlo, G inverts it within 1e-3 for K = 2, 65 and 50257, rises
-later for a larger vocabulary, and is read off its table by linear interpolation."""
+later for a larger vocabulary, and is read off its table by linear interpolation. G(1) = 1 exactly and G
+never falls, for any K; so a boundary jump (0 -> 1) lands on the data."""
 import pytest
 import torch
 
 import flm
+import stages
 
 
 @pytest.mark.parametrize("K", [2, 65, 50257])
@@ -61,3 +63,35 @@ def test_G_interpolates_the_table_linearly():
     i = (t * n).floor().long()
     expected = table[i] + (t * n - i) * (table[i + 1] - table[i])
     assert torch.allclose(flm.G(t, table), expected, atol=1e-6)
+
+
+def test_G_ends_at_1_and_never_falls_for_every_vocabulary():
+    # A rounds to 1 in float64 before g reaches 1; for K = 1000 and 30522 that happens on the grid,
+    # and a table that kept that g ended at G(1) ~ 0.93. The closing point (A, g) = (1, 1) fixes G(1) = 1.
+    for K in (2, 65, 1000, 30522, 50257, 50258):
+        table = flm.g_table(K)
+        assert table[0].item() == 0.0 and table[-1].item() == 1.0, K
+        assert (table.diff() >= 0).all(), K
+        assert flm.G(torch.ones(1), table).item() == 1.0
+    # 100 random K up to 200,000, on cheaper tables of the same construction (a coarser grid)
+    rng = torch.Generator().manual_seed(0)
+    for K in torch.randint(2, 200_001, (100,), generator=rng).tolist():
+        table = flm._g_table_cpu(K, n_table=64, n_grid=1024)
+        assert table[-1].item() == 1.0 and (table.diff() >= 0).all(), K
+
+
+def test_a_boundary_jump_at_K_1000_lands_on_the_data():
+    # The jump s = 0 -> t = 1 of a flow map (stage 1's X with r = 0, the one-network student's Y) from
+    # noise x ends at the denoiser's answer D itself, with no share of x left; and the one-network
+    # target's gamma (the weight of the half jump s -> u) is 0 there: (1 - G(1)) = 0.
+    K, table = 1000, flm.g_table(1000)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, K)
+    D = torch.softmax(torch.randn(2, 3, K), -1)
+    g_s, g_u, g_t = (flm.G(torch.full((2,), v), table)[:, None, None] for v in (0.0, 0.5, 1.0))
+    X = stages.stage1_flow_map(D, torch.zeros_like(D), x, g_s, g_t)
+    assert torch.allclose(X, D, atol=1e-6)
+    Y = flm.jump(x, D, g_s, g_t)
+    assert torch.allclose(Y, D, atol=1e-6)
+    gamma, gamma_bar = flm.semigroup_weights(g_s, g_u, g_t)
+    assert (gamma == 0).all() and (gamma_bar == 1).all()

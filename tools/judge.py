@@ -1,12 +1,20 @@
 """
-Judge generated text: its Gen PPL (the perplexity a judge model assigns to the samples,
-exp of the mean NLL per token) and its mean unigram entropy per sample (of the decoded text's
-characters, tools/textstats.py; and of the token ids, the paper's figure for GPT-2 BPE). Read them together:
-a sampler that repeats a few likely tokens gets a low Gen PPL and a low entropy.
+Judge generated text: its Gen PPL (the perplexity a judge model assigns to the samples, exp of
+the mean NLL per scored token) and its mean unigram entropy per sample (of the sampler's token
+ids, the paper's figure, and of the decoded text's characters, tools/textstats.py). Read them
+together: a sampler that repeats a few likely tokens gets a low Gen PPL and a low entropy.
 
-Judges: an AR checkpoint (python train.py --kind=ar, another seed) of the data the samples come
-from, characters or GPT-2 BPE, or a GPT-2 model of the transformers package (a name such as
-gpt2-large, or a saved folder) for GPT-2 BPE data.
+Judges:
+- a GPT-2 model of the transformers package (a name such as gpt2-large, or a saved folder), with
+  the paper's protocol (the reference code's metrics.py, record_generative_perplexity): each
+  sample's text, as its own tokenizer decodes it (sample.py writes it: GPT-2 BPE or BERT, as the
+  paper's code does), is re-tokenized with GPT-2's BPE, cut to the samples' length L, and scored
+  in chunks of the judge's context with no token before the first: the first token is not
+  scored, and of the <|endoftext|> tokens only a chunk's first is. Each sample is scored alone,
+  as the paper's gen-PPL scripts do (one sample per call: no padding enters the count). The
+  Gen PPL reads the text only; the entropy (the headline one) reads the sampler's ids.
+- an AR checkpoint (python train.py --kind=ar, another seed) of the data the samples come from,
+  characters or GPT-2 BPE: it scores every token, the first given a start token.
 
 $ python sample.py --out_dir=out-shakespeare-char-fm --num_samples=64 --out=fm.json
 $ python -m tools.judge --samples=fm2.json --judge=out-shakespeare-char-judge/ckpt.pt
@@ -23,41 +31,51 @@ import sys
 import torch
 import torch.nn.functional as F
 
+import dataset as data
 from configurator import configure, die
 from tools import baselines, runs, textstats
 from tools.runs import system
 
 
-def gen_ppl(nll):
-    """Gen PPL from the per-token NLLs (N, L) of N samples: exp of their mean."""
-    return math.exp(nll.double().mean().item())
-
-
 def ar_judge(path, device):
-    """An AR checkpoint of this repository as judge: (nll, encode); see load_judge."""
+    """An AR checkpoint of this repository as judge; see load_judge."""
     ckpt = runs.load_checkpoint(path, '--judge', device)
     if ckpt['kind'] != 'ar':
         die(f"--judge: {path} is a '{ckpt['kind']}' checkpoint; the judge must be an AR model (python train.py --kind=ar)")
     net, _ = runs.from_checkpoint(ckpt, device)
     K, stoi = net.cfg.vocab_size, ckpt['meta'].get('stoi')
 
-    def encode(text, ids):
+    def encode(text, ids, tokenizer):
         if stoi is None:  # a BPE judge: the samples' GPT-2 ids
+            if tokenizer not in (None, 'gpt2'):
+                die(f"--judge: {path} reads GPT-2 BPE ids, and these samples are {tokenizer} ids")
+            if max(ids) >= K:
+                die(f"--judge: sample ids reach {max(ids)}, outside the judge's vocabulary of {K}")
             return ids
         unknown = sorted(set(c for c in text if c not in stoi))
         if unknown:
             die(f"--judge: the samples have characters outside the judge's vocabulary: {''.join(unknown)!r}")
         return [stoi[c] for c in text]
 
-    def nll(x):
+    def score(texts, ids, tokenizer, batch):
+        x = torch.tensor([encode(t, i, tokenizer) for t, i in zip(texts, ids)], dtype=torch.long, device=device)
         if x.size(1) > net.cfg.block_size:
             die(f"--judge: samples of {x.size(1)} tokens are longer than the judge's block ({net.cfg.block_size})")
-        return baselines.ar_nll(net, x, K)
-    return nll, encode
+        nll = torch.cat([baselines.ar_nll(net, x[i:i + batch], K) for i in range(0, len(x), batch)])
+        return nll.double().sum().item(), nll.numel()
+    return {'score': score, 'paper': False}
+
+
+def paper_counted(x, eos):
+    """Which next-token NLLs of chunks x (B, n) the paper's protocol counts (B, n - 1): every token
+    but the first, and of the EOS tokens only each chunk's first (an EOS at position 0 is that
+    first one, so then none is counted)."""
+    is_eos = x == eos
+    return (~is_eos | (is_eos.cumsum(-1) == 1))[:, 1:]
 
 
 def gpt2_judge(name, device):
-    """A transformers GPT-2 (a hub name or a saved folder) as judge: (nll, encode); see load_judge."""
+    """A transformers GPT-2 (a hub name or a saved folder) as judge, with the paper's protocol; see load_judge."""
     try:
         import transformers  # optional: only this judge needs it
     except ImportError:
@@ -69,24 +87,41 @@ def gpt2_judge(name, device):
         net = transformers.GPT2LMHeadModel.from_pretrained(name).eval().to(device)
     except Exception as e:
         die(f"--judge={name}: cannot load a GPT-2 model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    bos = net.config.bos_token_id  # GPT-2's <|endoftext|>: the context of the first token
+    if net.config.vocab_size != 50257:
+        die(f"--judge={name}: a GPT-2 judge has GPT-2's 50257 tokens, this one {net.config.vocab_size}")
+    enc = data.gpt2_encoding()  # GPT-2's BPE, the judge's tokenizer (tiktoken: the same ids as GPT-2's own)
+    eos, context = enc.eot_token, net.config.n_positions
 
-    def nll(x):
-        if x.size(1) > net.config.n_positions:
-            die(f"--judge: samples of {x.size(1)} tokens are longer than the judge's context ({net.config.n_positions})")
-        logits = net(torch.cat([torch.full_like(x[:, :1], bos), x[:, :-1]], dim=1)).logits
-        return F.cross_entropy(logits.flatten(0, 1).float(), x.flatten(), reduction='none').view(x.shape)
-
-    def encode(text, ids):
-        if max(ids) >= net.config.vocab_size:
-            die(f"--judge: sample ids reach {max(ids)}, outside the judge's vocabulary of {net.config.vocab_size}")
-        return ids
-    return nll, encode
+    def score(texts, ids, tokenizer, batch):
+        if tokenizer == 'ids':
+            die("--judge: these samples' texts are their ids (a release of no known tokenizer): no text to judge")
+        L = len(ids[0])  # the paper's max_length: the samples' own length
+        chunks = []
+        for text in texts:
+            r = enc.encode(text, allowed_special={'<|endoftext|>'})[:L]
+            chunks += [r[i:i + context] for i in range(0, len(r), context) if len(r) - i > 1]
+        if not chunks:
+            die("--judge: the samples' texts have no two tokens to score")
+        total, count = 0.0, 0
+        for i in range(0, len(chunks), batch):  # padded on the right, masked: each chunk scores as if alone
+            part = chunks[i:i + batch]
+            x = torch.full((len(part), max(map(len, part))), eos, dtype=torch.long)
+            real = torch.zeros_like(x, dtype=torch.bool)
+            for j, c in enumerate(part):
+                x[j, :len(c)], real[j, :len(c)] = torch.tensor(c), True
+            x, real = x.to(device), real.to(device)
+            logits = net(x, attention_mask=real.long()).logits[:, :-1].float()
+            nll = F.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction='none')
+            counted = paper_counted(x, eos) & real[:, 1:]  # the padding comes after every counted EOS
+            total += (nll.double() * counted).sum().item()
+            count += int(counted.sum())
+        return total, count
+    return {'score': score, 'paper': True}
 
 
 def load_judge(path, device):
-    """-> (nll, encode): nll(ids (B, L)) -> per-token NLL (B, L) under the judge, and
-    encode(text, ids) -> the judge's ids of one sample."""
+    """-> {'score': score, 'paper': bool}: score(texts, ids, tokenizer, batch) -> (the sum of the scored
+    tokens' NLLs, their count) under the judge; 'paper': the paper's protocol (a GPT-2 judge)."""
     if os.path.isfile(path):
         return ar_judge(path, device)
     if not os.path.isdir(path) and (path.endswith(('.pt', '.pth')) or path.startswith(('.', '/', '~'))
@@ -96,14 +131,14 @@ def load_judge(path, device):
 
 
 @torch.no_grad()
-def judge_samples(judge, texts, ids, batch=16, device='cpu'):
-    """Gen PPL under the judge and mean unigram entropy of samples (their texts and token ids): of the
-    texts' characters (textstats) and of the ids (the paper's, for GPT-2 BPE; the same for characters)."""
-    nll, encode = judge
-    x = torch.tensor([encode(t, i) for t, i in zip(texts, ids)], dtype=torch.long, device=device)
-    per_token = torch.cat([nll(x[i:i + batch]) for i in range(0, len(x), batch)])
-    return {'gen_ppl': gen_ppl(per_token), 'entropy': textstats.mean_unigram_entropy(texts),
-            'token_entropy': textstats.mean_unigram_entropy(ids)}
+def judge_samples(judge, texts, ids, batch=16, device='cpu', tokenizer=None):
+    """Gen PPL under the judge and mean unigram entropy of samples (their texts and token ids, and the
+    tokenizer that made the ids, as sample.py records it: 'gpt2', 'bert-base-uncased', 'characters', 'ids'
+    (texts that are the ids themselves), or None where a file does not say):
+    'token_entropy' of the ids (the paper's record_entropy), 'entropy' of the texts' characters."""
+    total, count = judge['score'](texts, ids, tokenizer, batch)
+    return {'gen_ppl': math.exp(total / count), 'entropy': textstats.mean_unigram_entropy(texts),
+            'token_entropy': textstats.mean_unigram_entropy(ids), 'scored_tokens': count}
 
 
 def read_samples(path):
@@ -128,7 +163,19 @@ def read_samples(path):
 def judge_file(judge, path, batch=16, device='cpu'):
     """The figures of one samples file, with its texts, count, settings and seconds per sample."""
     texts, ids, extra = read_samples(path)
-    return {**judge_samples(judge, texts, ids, batch, device), 'texts': texts, 'n': len(ids), **extra}
+    r = judge_samples(judge, texts, ids, batch, device, extra['settings'].get('tokenizer'))
+    return {**r, 'texts': texts, 'n': len(ids), **extra}
+
+
+def line(path, r, paper, n):
+    """The printed figures of one samples file (r: judge_samples' with its settings) of n samples."""
+    s = r.get('settings', {})
+    what = f"({s.get('kind', '?')}, {s.get('steps', '?')} steps, {n} samples)"
+    if paper:  # the paper's figures first: Gen PPL and the entropy of the token ids
+        return (f"{path}: Gen PPL {r['gen_ppl']:.3f}, entropy {r['token_entropy']:.3f} (token ids), "
+                f"{r['entropy']:.3f} (characters) {what}")
+    return (f"{path}: Gen PPL {r['gen_ppl']:.3f}, entropy {r['entropy']:.3f} (characters), token entropy "
+            f"{r['token_entropy']:.3f} {what}")
 
 
 if __name__ == '__main__':
@@ -147,7 +194,5 @@ if __name__ == '__main__':
     files = {path: read_samples(path) for path in config['samples'].split(',')}  # all checked before any work
     the_judge = load_judge(config['judge'], device)
     for path, (texts, ids, extra) in files.items():
-        r = judge_samples(the_judge, texts, ids, config['judge_batch'], device)
-        s = extra['settings']
-        print(f"{path}: Gen PPL {r['gen_ppl']:.3f}, entropy {r['entropy']:.3f} (characters), token entropy "
-              f"{r['token_entropy']:.3f} ({s.get('kind', '?')}, {s.get('steps', '?')} steps, {len(ids)} samples)")
+        r = judge_samples(the_judge, texts, ids, config['judge_batch'], device, extra['settings'].get('tokenizer'))
+        print(line(path, {**r, **extra}, the_judge['paper'], len(ids)))

@@ -17,10 +17,11 @@ holding config.json (their whole hydra config plus vocab_size) and model.safeten
     print(p.decode(x[0].tolist()))
 
 The mapping onto flm.FLM: the reference's LayerNorms have a learnable scale, its attention
-logits are soft-capped at 50, its time embedding reads the raw t, and its training code caps the
-output logits at 30 before every softmax: FLMConfig's ln_scale, attn_softcap, time_scale and
-logit_softcap. Everything else is this project's network already (tests/test_pretrained.py checks
-the outputs against the reference's on tiny random weights). The time t is the same in both: the
+logits are soft-capped at 50 and its time embedding reads the raw t: FLMConfig's ln_scale,
+attn_softcap and time_scale. Its output logits go to the softmax as they are (algo.py, FLMBase
+_process_model_output; a cap at 30 there lived only in the code's first commits, up to 83c3849).
+Everything else is this project's network already (tests/test_pretrained.py checks the outputs
+against the reference's on tiny random weights). The time t is the same in both: the
 fraction of decodable tokens, 0 = noise, 1 = data, and g = G(t) with K counting the pad token.
 
 huggingface_hub (downloads only), safetensors and transformers (the BERT tokenizer only) are
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+import dataset as data
 import flm
 from configurator import die
 
@@ -84,7 +86,7 @@ def _model_args(config, two_times, src):
                     n_layer=int(model['n_blocks']), n_head=int(model['n_heads']),
                     n_embd=int(model['hidden_size']), n_cond=int(model['cond_dim']),
                     dropout=float(model.get('dropout', 0.0)), two_times=two_times,
-                    ln_scale=True, attn_softcap=50.0, time_scale=1.0, logit_softcap=30.0)
+                    ln_scale=True, attn_softcap=50.0, time_scale=1.0)
     except (KeyError, TypeError, ValueError) as e:
         die(f"{src}: config.json lacks or garbles the field {e}")
 
@@ -119,12 +121,12 @@ class Pretrained:
     source: str           # the folder or hub repo
 
     def decode(self, ids):
-        """Token ids -> text. GPT-2's pad id (never in the training data) is dropped; without a
-        tokenizer, the ids themselves."""
+        """Token ids -> text, as the paper's code decodes its samples (dataset.gpt2_text, bert_text: GPT-2's
+        pad id, never in the training data, is '[PAD]'); without a tokenizer, the ids themselves."""
         if self.tokenizer == 'gpt2':
-            return _gpt2().decode([i for i in ids if i != GPT2_PAD])
+            return data.gpt2_text(ids, _gpt2(), pad=GPT2_PAD)
         if self.tokenizer == 'bert-base-uncased':
-            return _bert().decode(ids)
+            return data.bert_text(ids, _bert_tokens())
         return ' '.join(str(i) for i in ids)
 
     def encode(self, text):
@@ -146,6 +148,11 @@ def _gpt2():
 @functools.lru_cache(maxsize=None)
 def _bert():
     return _require('transformers', 'transformers').AutoTokenizer.from_pretrained('bert-base-uncased')
+
+
+@functools.lru_cache(maxsize=None)
+def _bert_tokens():
+    return _bert().convert_ids_to_tokens(list(range(len(_bert()))))
 
 
 def load_pretrained(name_or_folder, device='cpu'):
