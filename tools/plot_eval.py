@@ -33,7 +33,7 @@ def plot_distillation(rows, png):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, key, label in zip(axes, ('valid_words', 'entropy'), ('valid-word fraction', 'unigram entropy (nats)')):
         if key not in rows[0]['teacher']:
-            die(f"the evaluations have no {key} figures (runs of an older version had them for character data only)")
+            die(f"the evaluations have no {key} figures")
         for name in ('1 step', '4 step'):
             ax.plot(iters, [r[name][key] for r in rows], 'o-', label=f"{rows[0]['kind']}, {name}")
         ax.axhline(rows[0]['teacher'][key], color='C2', ls='--', label='FLM teacher, many steps')

@@ -35,7 +35,7 @@ EVAL_T = (0.1, 0.3, 0.5, 0.7, 0.9)  # the eval grid: model times t (FLM), masked
 
 def network(kind, model_args):
     """A freshly initialised network of the kind."""
-    # older checkpoints name a retired switch, logit_softcap, always 0 in them
+    # model_args may name logit_softcap, 0 wherever train.py wrote it and no switch of FLMConfig: left out
     cfg = flm.FLMConfig(**{k: v for k, v in model_args.items() if k != 'logit_softcap'})
     return baselines.Baseline(cfg, kind) if kind in baselines.KINDS else flm.FLM(cfg)
 
