@@ -34,8 +34,8 @@ from safetensors.torch import load_file  # noqa: E402
 
 import dataset as data  # noqa: E402
 import flm  # noqa: E402
-import kinds  # noqa: E402
-import pretrained  # noqa: E402
+from tools import runs  # noqa: E402
+from tools import pretrained  # noqa: E402
 from configurator import overrides  # noqa: E402
 from conftest import ROOT, run_scripts, write_char_dataset  # noqa: E402
 from test_scripts import losses  # noqa: E402
@@ -69,7 +69,7 @@ def preset_network(preset, vocab_size, **extra):
 
 
 def release_shapes(net):
-    """Our network's state dict under the release layout's names and shapes (pretrained.release_weights)."""
+    """Our network's state dict under the release layout's names and shapes (tools/pretrained.py release_weights)."""
     shapes = {}
     for key, p in net.state_dict().items():
         prefix = next((q for q in pretrained.LOSS_WEIGHT if key.startswith(q)), None)
@@ -176,7 +176,7 @@ SMALL = ['--block_size=16', '--batch_size=4', '--log_interval=1', '--eval_iters=
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
+def trained(tmp_path_factory):
     """On a dataset of K = 64 characters (the fixture release's K and L = 16): the flow map distilled from the
     release folder straight to 3 iterations and to 2 then resumed to 3; config/train_owt.py's FLM continued
     from it for 3 (the release's network: the paper's, scaled down to 2 layers of width 32); the same preset
@@ -204,22 +204,22 @@ def runs(tmp_path_factory):
     return cwd, release, dict(zip(['fm-full', 'fm', 'fm-resumed', 'flm', 'owt-small'], first + second))
 
 
-def test_release_as_teacher_distils_resumes_exactly_and_samples_in_one_step(runs):
-    cwd, release, out = runs
+def test_release_as_teacher_distils_resumes_exactly_and_samples_in_one_step(trained):
+    cwd, release, out = trained
     assert f'distilled from {release}' in out['fm-full'].stdout
     full, resumed = losses(out['fm-full'].stdout), losses(out['fm-resumed'].stdout)
     assert sorted(full) == [1, 2, 3] and resumed == {3: full[3]}
     a, b = (torch.load(cwd / d / 'ckpt.pt', weights_only=True) for d in ('fm-full', 'fm'))
     assert all(torch.equal(a['ema'][k], b['ema'][k]) for k in a['ema'])
     assert a['model_args']['time_scale'] == 1.0 and a['model_args']['embed_dropout'] is False  # the release's network
-    net, _ = kinds.from_checkpoint(kinds.load_checkpoint(str(cwd / 'fm' / 'ckpt.pt'), 'test'), 'cpu')
+    net, _ = runs.from_checkpoint(runs.load_checkpoint(str(cwd / 'fm' / 'ckpt.pt'), 'test'), 'cpu')
     gen = torch.Generator().manual_seed(0)
-    ids = kinds.sampler('flowmap', net, flm.g_table(64))(3, 16, 1, generator=gen)
+    ids = runs.sampler('flowmap', net, flm.g_table(64))(3, 16, 1, generator=gen)
     assert ids.shape == (3, 16) and 0 <= ids.min() and ids.max() < 64
 
 
-def test_release_as_the_start_of_an_flm_run(runs):
-    cwd, release, out = runs
+def test_release_as_the_start_of_an_flm_run(trained):
+    cwd, release, out = trained
     assert f'continued from {release}' in out['flm'].stdout and sorted(losses(out['flm'].stdout)) == [1, 2, 3]
     ckpt = torch.load(cwd / 'flm' / 'ckpt.pt', weights_only=True)
     p = pretrained.load_pretrained(release)
@@ -235,8 +235,8 @@ def logits(net, x, t, t2):
 
 
 @pytest.mark.parametrize('run, fixture', [('owt-small', 'paper_flm'), ('fm', 'paper_fmlm')])
-def test_export_round_trip(runs, tmp_path, run, fixture):
-    cwd, _, _ = runs
+def test_export_round_trip(trained, tmp_path, run, fixture):
+    cwd, _, _ = trained
     pretrained.main(['export', f'--ckpt={cwd / run / "ckpt.pt"}', f'--out={tmp_path / "rel"}'])
     assert sorted(os.listdir(tmp_path / 'rel')) == ['config.json', 'model.safetensors']
     assert set(load_file(tmp_path / 'rel' / 'model.safetensors')) == set(
@@ -248,11 +248,11 @@ def test_export_round_trip(runs, tmp_path, run, fixture):
             set(config[group]), group
     assert set(config) <= set(ref) and config['vocab_size'] == 64
     p = pretrained.load_pretrained(str(tmp_path / 'rel'))
-    ckpt = kinds.load_checkpoint(str(cwd / run / 'ckpt.pt'), 'test')
+    ckpt = runs.load_checkpoint(str(cwd / run / 'ckpt.pt'), 'test')
     # the preset's switches reach the network (train.py's options), and dropout stays out of the embedding
     assert {k: ckpt['model_args'][k] for k in ('ln_scale', 'attn_softcap', 'time_scale', 'embed_dropout')} == \
         {'ln_scale': True, 'attn_softcap': 50.0, 'time_scale': 1.0, 'embed_dropout': False}
-    ours = kinds.frozen(ckpt['kind'], {**ckpt['model_args'], **{k: v for k, v in p.model_args.items()
+    ours = runs.frozen(ckpt['kind'], {**ckpt['model_args'], **{k: v for k, v in p.model_args.items()
                                                                   if k == 'logit_softcap'}}, ckpt['ema'], 'cpu')
     g = torch.Generator().manual_seed(1)
     x, t, t2 = torch.randn(2, 16, 64, generator=g), torch.rand(2, generator=g), torch.rand(2, generator=g)
@@ -260,8 +260,8 @@ def test_export_round_trip(runs, tmp_path, run, fixture):
     torch.testing.assert_close(logits(p.model, x, t, t2), logits(ours, x, t, t2), atol=0, rtol=0)
 
 
-def test_export_refuses_what_the_layout_cannot_hold(runs, tmp_path):
-    cwd, _, _ = runs
+def test_export_refuses_what_the_layout_cannot_hold(trained, tmp_path):
+    cwd, _, _ = trained
     ckpt = torch.load(cwd / 'owt-small' / 'ckpt.pt', weights_only=True)
     ckpt['model_args']['time_scale'] = 1000.0
     torch.save(ckpt, tmp_path / 'ckpt.pt')
@@ -271,12 +271,12 @@ def test_export_refuses_what_the_layout_cannot_hold(runs, tmp_path):
         pretrained.main(['exprot'])
 
 
-def test_a_release_that_does_not_fit_the_data_is_a_one_line_error(runs):
-    _, release, _ = runs
+def test_a_release_that_does_not_fit_the_data_is_a_one_line_error(trained):
+    _, release, _ = trained
     for K, L, flag, what in [(65, 16, '--teacher', 'vocab_size=64, block_size=16; this run'),
                              (64, 8, '--teacher', 'vocab_size=64, block_size=16; this run')]:
         with pytest.raises(SystemExit) as e:
-            kinds.frozen_networks('flowmap', release, '', None, K, L, 'cpu')
+            runs.frozen_networks('flowmap', release, '', None, K, L, 'cpu')
         msg = str(e.value)
         assert msg.startswith(f'error: {flag}={release} has') and what in msg and '\n' not in msg
         assert f"{K}, {L}" in msg
