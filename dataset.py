@@ -2,8 +2,10 @@
 The data a run reads, in nanoGPT's format: a folder with train.bin and val.bin (uint16
 token ids) and, for a character vocabulary, meta.pkl (vocab_size, stoi, itos); a folder
 without meta.pkl holds GPT-2 BPE ids. Other tokenizers: meta.pkl names one (vocab_size,
-tokenizer), and block_size there says that the splits are packed blocks of that many ids
-(data/lm1b), which a batch takes whole. train.py, sample.py and tools/sweep.py read it from here.
+tokenizer: 'gpt2' with the paper's pad token, K = 50258, or 'bert-base-uncased'), and block_size
+there says that the splits are packed blocks of that many ids (data/openwebtext, data/lm1b, framed
+as the paper's code frames them: frame() below), which a batch takes whole. train.py, sample.py
+and tools/sweep.py read it from here.
 """
 
 import os

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import dataset as data
 import flm
 from configurator import check, die, overrides, resume_config
-from tools import runs, textstats
+from tools import pretrained, runs, textstats
 from tools.runs import save_atomic, scalars, system, wandb_init, writable
 
 # -----------------------------------------------------------------------------
@@ -107,8 +107,9 @@ elif 'loss_weighting' not in given:  # the kind's default, recorded in the run's
     config['loss_weighting'] = config['kind'] in runs.WEIGHTED
 globals().update(config)
 check(config, {
-    'init_from': (init_from in ('scratch', 'resume') or kind == 'flm',
-                  "'scratch' or 'resume' (a released FLM continues only --kind=flm)"),
+    'init_from': (init_from in ('scratch', 'resume') or (kind == 'flm' and pretrained.names_a_release(init_from)),
+                  f"'scratch', 'resume', or with --kind=flm a released FLM ({', '.join(pretrained.SHORT_NAMES[::2])}, "
+                  "owner/name on the hub, or a folder in its layout)"),
     'kind': (kind in runs.KINDS, f"one of {', '.join(runs.KINDS)}"),
     'n_head': (n_head > 0 and n_embd % n_head == 0 and n_embd // n_head % 2 == 0,
                f"> 0 and divide n_embd ({n_embd}) into heads of even width"),
@@ -187,7 +188,6 @@ if checkpoint is not None:
 else:
     iter_num = 0
     if init_from != 'scratch':
-        from tools import pretrained
         released = pretrained.release_as_checkpoint(init_from, '--init_from', vocab_size, block_size, device)
         model_args = released['model_args']
         ignored = [k for k in MODEL_OPTIONS if k in given and given[k] != model_args[k]]

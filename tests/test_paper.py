@@ -284,3 +284,15 @@ def test_a_release_that_does_not_fit_the_data_is_a_one_line_error(trained):
         pretrained.release_as_checkpoint(release, '--init_from', 65, 16)
     with pytest.raises(SystemExit, match='is a flow map'):
         pretrained.release_as_checkpoint(os.path.join(FIXTURES, 'paper_fmlm'), '--teacher', 64, 16)
+
+
+def test_embed_dropout_switch():
+    # a network without blocks: dropout can act only on the input embedding, and only with the switch on
+    for on in (True, False):
+        net = flm.FLM(flm.FLMConfig(vocab_size=11, block_size=8, n_layer=0, n_head=2, n_embd=16, n_cond=8,
+                                    dropout=0.5, embed_dropout=on))
+        torch.nn.init.normal_(net.head.weight)
+        x, t = torch.randn(2, 8, 11), torch.rand(2)
+        torch.manual_seed(0)
+        train_mode = net.train()(x, t)
+        assert torch.equal(train_mode, net.eval()(x, t)) != on

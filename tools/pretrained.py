@@ -216,6 +216,12 @@ def load_pretrained(name_or_folder, device='cpu'):
                       source=source)
 
 
+def names_a_release(name):
+    """Whether name can be a release: a folder, a short name, or owner/name (not a train.py checkpoint)."""
+    return os.path.isdir(name) or name in SHORT_NAMES or (
+        name.count('/') == 1 and not name.endswith('.pt') and not os.path.exists(name))
+
+
 def release_as_checkpoint(name_or_folder, flag, vocab_size, block_size, device='cpu'):
     """A released FLM (a short name, owner/name or a folder) in the form of a train.py checkpoint's
     fields that a teacher or a starting network is read from: kind, model_args, ema. One-line errors
