@@ -192,7 +192,8 @@ else:
         model_args = released['model_args']
         ignored = [k for k in MODEL_OPTIONS if k in given and given[k] != model_args[k]]
         if ignored and master_process:
-            print(f"note: the network is {init_from}'s: {', '.join(f'--{k}={given[k]!r}' for k in ignored)} not applied")
+            print(f"note: the network is {init_from}'s: "
+                  f"{', '.join(f'--{k}={given[k]!r}' for k in ignored)} not applied")
 model = (flm.flow_map_student(teacher_net, 1 if kind == 'stage1' else 2) if distilling
          else runs.network(kind, model_args).to(device))
 model_args = asdict(model.cfg)

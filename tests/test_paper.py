@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -135,6 +136,17 @@ def test_lm1b_framing_is_the_reference_s(tmp_path):
     blocks = data.frame(lm1b.tokenize(sentences, tok, eos), bos, eos, lm1b.BLOCK_SIZE)
     np.testing.assert_array_equal(blocks, FRAMING['lm1b_blocks'])
     assert (blocks[:, [0, -1]] == 101).all() and not (blocks == tok.sep_token_id).any()
+
+
+def test_openwebtext_prepare_errors(monkeypatch):
+    owt = load_prepare('openwebtext')
+    with pytest.raises(SystemExit, match="error: expected --out_dir=FOLDER and/or --num_proc=N, got '--outdir=x'"):
+        owt.main(['--outdir=x'])
+    with pytest.raises(SystemExit, match="--num_proc takes a whole number >= 1, got '0'"):
+        owt.main(['--num_proc=0'])
+    monkeypatch.setitem(sys.modules, 'datasets', None)  # as if not installed: its import fails
+    with pytest.raises(SystemExit, match='needs the datasets library: pip install datasets'):
+        owt.main([])
 
 
 class Rows:

@@ -43,7 +43,8 @@ def test_distillation_presets(data, block, teacher_batch, every):
     read = {name: overrides(script_defaults('train.py'), [os.path.join(ROOT, 'config', f'distill_{name}_{data}.py')])
             for name in ('flowmap', 'stage1', 'stage2')}
     for name, (kind, sequences, boundary, weighted, interval) in {
-            'flowmap': ('flowmap', teacher_batch, 64, True, every), 'stage1': ('stage1', teacher_batch, 64, True, every),
+            'flowmap': ('flowmap', teacher_batch, 64, True, every),
+            'stage1': ('stage1', teacher_batch, 64, True, every),
             'stage2': ('stage2', 512, 128, False, 5000)}.items():
         c = read[name]
         assert (c['kind'], c['batch_size'] * c['gradient_accumulation_steps'], c['boundary_every'],

@@ -86,7 +86,8 @@ def check_sources(kind, teacher, stage1):
     """One-line errors for a distillation run without the checkpoint it distils, or with one that
     belongs to another kind: stage 1 and flowmap read --teacher (an FLM), stage 2 --stage1."""
     if kind in ('stage1', 'flowmap') and not teacher:
-        die(f"--kind={kind} needs --teacher=path/to/the/flm/ckpt.pt (or a released FLM: FLM-B-OWT, FLM-B-LM1B, a folder)")
+        die(f"--kind={kind} needs --teacher=path/to/the/flm/ckpt.pt "
+            "(or a released FLM: FLM-B-OWT, FLM-B-LM1B, a folder)")
     if kind == 'stage2' and not stage1:
         die("--kind=stage2 needs --stage1=path/to/the/stage1/ckpt.pt (train it with --kind=stage1)")
     if (kind not in ('stage1', 'flowmap') and teacher) or (kind != 'stage2' and stage1):
