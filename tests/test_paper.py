@@ -46,6 +46,11 @@ REFERENCE = json.load(open(os.path.join(FIXTURES, 'reference_dit.json')))
 FRAMING = np.load(os.path.join(FIXTURES, 'reference_framing.npz'))
 
 
+def fixture_text(name):
+    """A text of the framing fixture (stored as its UTF-8 bytes)."""
+    return bytes(FRAMING[name]).decode('utf-8')
+
+
 def train_defaults():
     """train.py's option defaults, read as the configurator reads them."""
     out = {}
@@ -111,10 +116,10 @@ def load_prepare(name):
 
 
 def test_openwebtext_framing_is_the_reference_s():
-    info = json.loads(str(FRAMING['info']))['owt']
+    info = json.loads(fixture_text('info'))['owt']
     owt = load_prepare('openwebtext')
     assert (info['BOS'], info['EOS'], info['len']) == (owt.EOT, owt.EOT, owt.VOCAB_SIZE) == (50256, 50256, 50258)
-    docs = str(FRAMING['owt_docs']).split('\n')
+    docs = fixture_text('owt_docs').split('\n')
     assert len(docs) == 4101 and any('<|endoftext|>' in d for d in docs)
     blocks = data.frame(owt.tokenize(docs, data.gpt2_encoding()), owt.EOT, owt.EOT, owt.BLOCK_SIZE)
     np.testing.assert_array_equal(blocks, FRAMING['owt_blocks'])
@@ -126,13 +131,13 @@ def test_openwebtext_framing_is_the_reference_s():
 
 def test_lm1b_framing_is_the_reference_s(tmp_path):
     transformers = pytest.importorskip('transformers')  # optional for users; CI installs it
-    info = json.loads(str(FRAMING['info']))['lm1b']
-    (tmp_path / 'vocab.txt').write_text(str(FRAMING['bert_vocab']) + '\n', encoding='utf-8')
+    info = json.loads(fixture_text('info'))['lm1b']
+    (tmp_path / 'vocab.txt').write_text(fixture_text('bert_vocab') + '\n', encoding='utf-8')
     tok = transformers.BertTokenizer(str(tmp_path / 'vocab.txt'))
     lm1b = load_prepare('lm1b')
     bos, eos = lm1b.reference_eos(tok)
     assert (bos, eos) == (info['BOS'], info['EOS']) == (tok.cls_token_id, tok.cls_token_id) == (101, 101)
-    sentences = str(FRAMING['lm1b_sentences']).split('\n')
+    sentences = fixture_text('lm1b_sentences').split('\n')
     blocks = data.frame(lm1b.tokenize(sentences, tok, eos), bos, eos, lm1b.BLOCK_SIZE)
     np.testing.assert_array_equal(blocks, FRAMING['lm1b_blocks'])
     assert (blocks[:, [0, -1]] == 101).all() and not (blocks == tok.sep_token_id).any()
