@@ -231,7 +231,8 @@ def release_as_checkpoint(name_or_folder, flag, vocab_size, block_size, device='
         die(f"{flag}={name_or_folder} is a flow map (FMLM), not an FLM")
     if (p.vocab_size, p.block_size) != (vocab_size, block_size):
         die(f"{flag}={name_or_folder} has vocab_size={p.vocab_size}, block_size={p.block_size}; "
-            f"this run's data has {vocab_size}, {block_size}")
+            f"this run's data has {vocab_size}, {block_size} (data/openwebtext and data/lm1b/prepare.py write the "
+            "releases' data)")
     return {'kind': 'flm', 'model_args': p.model_args, 'ema': p.model.state_dict(), 'source': p.source}
 
 # -----------------------------------------------------------------------------
