@@ -2,8 +2,10 @@
 The data a run reads, in nanoGPT's format: a folder with train.bin and val.bin (uint16
 token ids) and, for a character vocabulary, meta.pkl (vocab_size, stoi, itos); a folder
 without meta.pkl holds GPT-2 BPE ids. Other tokenizers: meta.pkl names one (vocab_size,
-tokenizer), and block_size there says that the splits are packed blocks of that many ids
-(data/lm1b), which a batch takes whole. train.py, sample.py and tools/sweep.py read it from here.
+tokenizer: 'gpt2' with the paper's pad token, K = 50258, or 'bert-base-uncased'), and block_size
+there says that the splits are packed blocks of that many ids (data/openwebtext, data/lm1b, framed
+as the paper's code frames them: frame() below), which a batch takes whole. train.py, sample.py
+and tools/sweep.py read it from here.
 """
 
 import os
@@ -18,7 +20,8 @@ from configurator import die
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GPT2 = {'vocab_size': 50257, 'encoding': 'gpt2'}
-TOKENIZERS = ('bert-base-uncased',)  # meta.pkl's 'tokenizer' names one of these (transformers)
+TOKENIZERS = ('bert-base-uncased', 'gpt2')  # meta.pkl's 'tokenizer' names one of these (gpt2: tiktoken)
+GPT2_EOT = 50256  # <|endoftext|>; the paper's OpenWebText data adds a pad token, 50257, never in the data: K = 50258
 
 
 def folder(dataset):
@@ -157,6 +160,10 @@ def codec(meta):
                 die(f"the text has characters outside the vocabulary: {''.join(unknown)!r}")
             return [stoi[c] for c in text]
         return encode, lambda ids: ''.join(itos[i] for i in ids)
+    if meta.get('tokenizer') == 'gpt2':  # GPT-2 BPE with the pad token of the paper's OpenWebText data (K = 50258)
+        enc = gpt2_encoding()
+        return (lambda text: enc.encode(text, allowed_special={'<|endoftext|>'}),
+                lambda ids: enc.decode([i for i in ids if i < enc.n_vocab]))
     if 'tokenizer' in meta:  # [CLS] and [SEP] are data here: decoded as they are, never added
         tok = hf_tokenizer(meta['tokenizer'])
         itos = tok.convert_ids_to_tokens(list(range(len(tok))))
@@ -178,3 +185,61 @@ def get_batch(path, name, batch_size, block_size, device, generator=None, packed
     if str(device).startswith('cuda'):
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
+
+
+# -----------------------------------------------------------------------------
+# Packed blocks as the paper's code frames its data (its dataloader.py, wrap=True): each document's ids
+# followed by EOS, the stream cut into blocks of [BOS] + block_size - 2 ids + [EOS]. It packs the documents
+# of each batch of datasets.map separately and drops each batch's remainder: the documents, split into
+# num_proc = 4 contiguous shards (its loader.num_workers), each shard in batches of 1000 (map's default).
+# data/openwebtext and data/lm1b/prepare.py write such blocks (tests/test_paper.py: the reference's own
+# output on a small text).
+
+def wrap_blocks(stream, bos, eos, block_size):
+    """A token stream (1-d ids) as blocks (n, block_size) of [BOS] + block_size - 2 ids + [EOS]; the last
+    ids that do not fill a block are dropped."""
+    inner = block_size - 2
+    n = len(stream) // inner
+    blocks = np.empty((n, block_size), dtype=np.uint16)
+    blocks[:, 0], blocks[:, -1] = bos, eos
+    blocks[:, 1:-1] = np.asarray(stream[:n * inner]).reshape(n, inner)
+    return blocks
+
+
+def reference_groups(n_docs, num_proc=4, batch=1000):
+    """The document ranges [a, b) that the paper's code packs separately: num_proc contiguous shards
+    (datasets' split: the first n_docs % num_proc shards one document longer), each in batches."""
+    num_proc = max(1, min(num_proc, n_docs))
+    div, mod = divmod(n_docs, num_proc)
+    start = 0
+    for i in range(num_proc):
+        end = start + div + (i < mod)
+        for a in range(start, end, batch):
+            yield a, min(a + batch, end)
+        start = end
+
+
+def frame(docs, bos, eos, block_size):
+    """The blocks of tokenized documents (lists of ids, each ending in EOS), group by group."""
+    groups = [wrap_blocks(np.concatenate([np.asarray(d, dtype=np.int64) for d in docs[a:b]]), bos, eos, block_size)
+              for a, b in reference_groups(len(docs))]
+    return np.concatenate(groups) if groups else np.zeros((0, block_size), np.uint16)
+
+
+def write_blocks(dset, path, bos, eos, block_size):
+    """frame() of a tokenized split (a datasets.Dataset with columns ids and len) into path (uint16 blocks one
+    after the other), written via a temporary file; one group of documents in memory at a time."""
+    lengths = np.asarray(dset['len'], dtype=np.int64)
+    groups = list(reference_groups(len(lengths)))
+    n_blocks = sum(int(lengths[a:b].sum()) // (block_size - 2) for a, b in groups)
+    arr = np.memmap(path + '.tmp', dtype=np.uint16, mode='w+', shape=(n_blocks * block_size,))
+    rows, idx = dset.with_format('numpy'), 0
+    for a, b in groups:
+        # list(): a group's ids are an array of arrays, or a 2-d array if its documents are of one length
+        blocks = wrap_blocks(np.concatenate(list(rows[a:b]['ids'])), bos, eos, block_size)
+        arr[idx:idx + blocks.size] = blocks.ravel()
+        idx += blocks.size
+    assert idx == arr.size
+    arr.flush()
+    os.replace(path + '.tmp', path)  # a half-written file is never mistaken for data
+    print(f"{os.path.basename(path)}: {n_blocks:,} blocks of {block_size} = {arr.size:,} tokens")

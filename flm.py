@@ -126,6 +126,7 @@ class FLMConfig:
     ln_scale: bool = False           # LayerNorms with a learnable scale (no bias)
     attn_softcap: float = 0.0        # > 0: attention logits c * tanh(logits / c) (paper: 50)
     time_scale: float = 1000.0       # the time embedding reads time_scale * t (paper: 1, raw t)
+    embed_dropout: bool = True       # dropout also on the input embedding (paper: False, blocks only)
 
 
 def timestep_embedding(t, dim, max_period=10000.0, scale=1000.0):
@@ -284,7 +285,9 @@ class FLM(nn.Module):
         weighting, computed inside forward so that DDP sees every parameter used in the one forward call."""
         assert x_g.size(1) <= self.cfg.block_size, "sequence longer than block_size"
         c = self.cond(t, t2)
-        h = self.drop(x_g if embedded else self.embed(x_g))
+        h = x_g if embedded else self.embed(x_g)
+        if self.cfg.embed_dropout:
+            h = self.drop(h)
         for block in self.blocks:
             h = block(h, c, self.rope_cos, self.rope_sin)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)

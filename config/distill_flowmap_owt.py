@@ -1,6 +1,7 @@
 # Flow-map distillation in one stage (method.md 5: one network, a KL semigroup target), the paper's main
 # recipe, of the OpenWebText FLM of config/train_owt.py, e.g. on 8 GPUs:
 # $ torchrun --standalone --nproc_per_node=8 train.py config/distill_flowmap_owt.py --teacher=out-owt/ckpt.pt
+# or from the paper's released FLM: --teacher=FLM-B-OWT (on data/openwebtext/prepare.py's data)
 # The student is the teacher's network (12 x 768, dropout 0.1) with a second time embedding: the model
 # options are the teacher's, and block_size must be its L. The settings are the paper's code's
 # (github david3684/flm): its distillation script scripts/train_owt_flm_distill.sh (global batch 128,

@@ -1,7 +1,7 @@
 """LM1B as the paper prepares it (data/lm1b/prepare.py), offline: its detokenizer; sentences, each
-followed by [SEP], packed into blocks of 128 = [CLS] + 126 ids + [SEP] with nothing lost or
-duplicated, also when the stream comes in pieces (a stand-in tokenizer with BERT's interface);
-packed data (meta.pkl's block_size) gives batches of whole blocks, and another --block_size is a
+followed by the EOS, wrapped into blocks of 128 = [CLS] + 126 ids + [CLS] group by group, as the paper's
+code does (a stand-in tokenizer with BERT's interface; tests/test_paper.py compares with that code's own
+output); packed data (meta.pkl's block_size) gives batches of whole blocks, and another --block_size is a
 one-line error; the script's own errors."""
 import importlib.util
 import os
@@ -29,7 +29,7 @@ class WordTokenizer:
         self.vocab = {}
 
     def __call__(self, texts, add_special_tokens=True):
-        assert add_special_tokens is False  # the paper's pipeline adds [CLS] / [SEP] itself
+        assert add_special_tokens is False  # the paper's pipeline adds BOS and EOS itself
         return {'input_ids': [[self.vocab.setdefault(w, 1000 + len(self.vocab)) for w in t.lower().split()]
                               for t in texts]}
 
@@ -46,56 +46,27 @@ def test_detokenizer():
     assert prepare.detokenize("no change here") == "no change here"
 
 
-def test_sentences_are_packed_into_whole_blocks():
+def test_sentences_are_wrapped_into_whole_blocks():
+    # the paper's framing (its BOS = EOS = [CLS]: tests/test_paper.py checks it against its code's output)
     tok = WordTokenizer()
-    sentences = prepare.tokenize(SENTENCES, tok)
-    assert all(s[-1] == SEP and SEP not in s[:-1] for s in sentences)  # [SEP] after each sentence
-    stream = np.concatenate(sentences)
-    blocks = prepare.pack(stream, CLS, SEP)
+    sentences = prepare.tokenize(SENTENCES, tok, CLS)
+    assert all(s[-1] == CLS and CLS not in s[:-1] for s in sentences)  # EOS after each sentence
+    blocks = data.frame(sentences, CLS, CLS, 128)
     n = len(blocks)
-    assert blocks.shape == (n, 128) and blocks.dtype == np.uint16 and n == len(stream) // 126 >= 10
-    assert (blocks[:, 0] == CLS).all() and (blocks[:, -1] == SEP).all()
+    assert blocks.shape == (n, 128) and blocks.dtype == np.uint16 and n >= 10
+    assert (blocks[:, 0] == CLS).all() and (blocks[:, -1] == CLS).all()
+    # 90 sentences: 4 groups (the paper's code's shards), each wrapped alone, its last < 126 ids dropped
+    groups = list(data.reference_groups(len(sentences)))
+    assert [b - a for a, b in groups] == [23, 23, 22, 22]
+    streams = [np.concatenate(sentences[a:b]) for a, b in groups]
+    assert n == sum(len(s) // 126 for s in streams)
     inside = blocks[:, 1:-1].ravel()
-    assert (inside == stream[:n * 126]).all() and len(stream) - len(inside) < 126  # only the tail is dropped
-    # the insides, split after each [SEP], give the sentences back in order (but the last, cut off)
+    assert (inside == np.concatenate([s[:len(s) // 126 * 126] for s in streams])).all()
+    # the first group's insides, split after each EOS, give its sentences back in order (but the last, cut off)
     words = {i: w for w, i in tok.vocab.items()}
-    got = [[words[i] for i in part[:-1].tolist()] for part in np.split(inside, np.flatnonzero(inside == SEP) + 1)[:-1]]
-    assert got == [prepare.detokenize(s).split() for s in SENTENCES[:len(got)]] and len(got) > 30
-    # the same blocks when the stream comes in pieces of any size (write_split's shards)
-    cuts = np.sort(np.random.default_rng(0).choice(len(stream), 30, replace=False))
-    pieces = np.split(stream, cuts)
-    assert (np.concatenate(list(prepare.pack_pieces(pieces, CLS, SEP))) == blocks).all()
-
-
-class Rows:
-    """The little of a datasets.Dataset that write_split uses: columns ids and len, contiguous shards,
-    and the numpy format (an array of arrays, or a 2-d array where all rows have one length)."""
-
-    def __init__(self, ids):
-        self.ids = ids
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, column):
-        return {'ids': self.ids, 'len': [len(s) for s in self.ids]}[column]
-
-    def shard(self, num_shards, index, contiguous):
-        assert contiguous
-        return Rows([self.ids[i] for i in np.array_split(np.arange(len(self.ids)), num_shards)[index]])
-
-    def with_format(self, kind):
-        lengths = {len(s) for s in self.ids}
-        rows = np.array(self.ids) if len(lengths) == 1 else np.array([np.array(s) for s in self.ids], dtype=object)
-        return {'ids': rows}
-
-
-def test_write_split_writes_the_blocks_of_the_whole_stream(tmp_path):
-    sentences = prepare.tokenize(SENTENCES, WordTokenizer()) + [[5, 6, SEP]] * 40  # some shards of one length
-    path = str(tmp_path / 'train.bin')
-    prepare.write_split(Rows(sentences), path, CLS, SEP)
-    assert (np.fromfile(path, dtype=np.uint16) == prepare.pack(np.concatenate(sentences), CLS, SEP).ravel()).all()
-    assert os.listdir(tmp_path) == ['train.bin']  # no temporary file left
+    first = inside[:len(streams[0]) // 126 * 126]
+    got = [[words[i] for i in part[:-1].tolist()] for part in np.split(first, np.flatnonzero(first == CLS) + 1)[:-1]]
+    assert got == [prepare.detokenize(s).split() for s in SENTENCES[:len(got)]] and len(got) > 5
 
 
 def packed_dataset(folder, blocks, tokenizer='bert-base-uncased'):
@@ -108,7 +79,7 @@ def packed_dataset(folder, blocks, tokenizer='bert-base-uncased'):
 
 
 def test_packed_data_gives_whole_blocks(tmp_path):
-    blocks = prepare.pack(np.concatenate(prepare.tokenize(SENTENCES, WordTokenizer())), CLS, SEP)
+    blocks = data.wrap_blocks(np.concatenate(prepare.tokenize(SENTENCES, WordTokenizer(), CLS)), CLS, CLS, 128)
     folder = packed_dataset(str(tmp_path / 'lm1b'), blocks)
     meta = data.read_meta(folder)
     assert meta == {'vocab_size': 30522, 'tokenizer': 'bert-base-uncased', 'block_size': 128}
@@ -117,7 +88,7 @@ def test_packed_data_gives_whole_blocks(tmp_path):
     x = data.get_batch(folder, 'train', 256, 128, 'cpu', gen, packed=meta['block_size'])
     assert x.shape == (256, 128)
     rows = {tuple(b) for b in blocks[:-4].astype(np.int64).tolist()}
-    assert all(tuple(r) in rows for r in x.tolist())  # each a block, from its [CLS] to its [SEP]
+    assert all(tuple(r) in rows for r in x.tolist())  # each a whole block, from its BOS to its EOS
     assert len({tuple(r) for r in x.tolist()}) > len(rows) // 2  # and they are drawn from all of them
     with pytest.raises(SystemExit, match='packed in blocks of 128 tokens.*--block_size=128'):
         data.check_splits(folder, meta['vocab_size'], 64, meta['block_size'])
@@ -130,7 +101,7 @@ def test_packed_data_gives_whole_blocks(tmp_path):
 
 
 def test_train_refuses_another_block_size_and_prepare_errors(tmp_path):
-    blocks = prepare.pack(np.concatenate(prepare.tokenize(SENTENCES, WordTokenizer())), CLS, SEP)
+    blocks = data.wrap_blocks(np.concatenate(prepare.tokenize(SENTENCES, WordTokenizer(), CLS)), CLS, CLS, 128)
     folder = packed_dataset(str(tmp_path / 'lm1b'), blocks)
     r = run_script('train.py', f'--dataset={folder}', '--block_size=64', '--out_dir=o', cwd=tmp_path)
     assert_one_line_error(r, '--block_size=64', 'blocks of 128', '--block_size=128')

@@ -24,6 +24,14 @@ Everything else is this project's network already (tests/test_pretrained.py chec
 against the reference's on tiny random weights). The time t is the same in both: the
 fraction of decodable tokens, 0 = noise, 1 = data, and g = G(t) with K counting the pad token.
 
+The other way: a train.py checkpoint of the paper's network (an FLM, or a one-network flow map of
+kind stage2 or flowmap) exported to the same layout, which load_pretrained, and the reference's
+own DIT.from_pretrained, load:
+$ python -m tools.pretrained export --ckpt=out-owt/ckpt.pt --out=flm-owt   # [--weights=ema|model]
+
+A release also serves train.py as a teacher (--teacher=FLM-B-OWT, or its folder) and as the start
+of an FLM run (--init_from=FLM-B-OWT): release_as_checkpoint.
+
 huggingface_hub (downloads only), safetensors and transformers (the BERT tokenizer only) are
 optional: each is imported when needed, and a missing one is a one-line error.
 """
@@ -31,6 +39,7 @@ optional: each is imported when needed, and a missing one is a one-line error.
 import functools
 import json
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -86,7 +95,7 @@ def _model_args(config, two_times, src):
                     n_layer=int(model['n_blocks']), n_head=int(model['n_heads']),
                     n_embd=int(model['hidden_size']), n_cond=int(model['cond_dim']),
                     dropout=float(model.get('dropout', 0.0)), two_times=two_times,
-                    ln_scale=True, attn_softcap=50.0, time_scale=1.0)
+                    ln_scale=True, attn_softcap=50.0, time_scale=1.0, embed_dropout=False)
     except (KeyError, TypeError, ValueError) as e:
         die(f"{src}: config.json lacks or garbles the field {e}")
 
@@ -205,3 +214,122 @@ def load_pretrained(name_or_folder, device='cpu'):
     return Pretrained(kind='stage2' if two_times else 'flm', model=net.eval().to(device), model_args=args,
                       tokenizer=tokenizer, block_size=args['block_size'], vocab_size=args['vocab_size'],
                       source=source)
+
+
+def names_a_release(name):
+    """Whether name can be a release: a folder, a short name, or owner/name (not a train.py checkpoint)."""
+    return os.path.isdir(name) or name in SHORT_NAMES or (
+        name.count('/') == 1 and not name.endswith('.pt') and not os.path.exists(name))
+
+
+def release_as_checkpoint(name_or_folder, flag, vocab_size, block_size, device='cpu'):
+    """A released FLM (a short name, owner/name or a folder) in the form of a train.py checkpoint's
+    fields that a teacher or a starting network is read from: kind, model_args, ema. One-line errors
+    for an FMLM, or a release whose K or L differs from the run's data."""
+    p = load_pretrained(name_or_folder, device)
+    if p.kind != 'flm':
+        die(f"{flag}={name_or_folder} is a flow map (FMLM), not an FLM")
+    if (p.vocab_size, p.block_size) != (vocab_size, block_size):
+        die(f"{flag}={name_or_folder} has vocab_size={p.vocab_size}, block_size={p.block_size}; "
+            f"this run's data has {vocab_size}, {block_size} (data/openwebtext and data/lm1b/prepare.py write the "
+            "releases' data)")
+    return {'kind': 'flm', 'model_args': p.model_args, 'ema': p.model.state_dict(), 'source': p.source}
+
+# -----------------------------------------------------------------------------
+# Export: a train.py checkpoint in the release layout
+
+# the switches that make flm.FLM the reference's DiT: the layout implies them (load_pretrained sets them)
+PAPER_NETWORK = {'ln_scale': True, 'attn_softcap': 50.0, 'time_scale': 1.0}
+# the reference's learnable loss weighting reads s alone: of a w(s, t) (learn_loss_weight = 2) only the
+# s part has a place in the layout; w is for training only, sampling never reads it
+LOSS_WEIGHT = {'loss_weight.embed_s.': 'learnable_loss_weighting.s_embed.',
+               'loss_weight.mlp.': 'learnable_loss_weighting.mlp.', 'loss_weight.embed_t.': None}
+# this project's tokenizers, by meta.pkl's name, under the reference's config names
+TOKENIZER_NAMES = {'gpt2': 'gpt2', 'bert-base-uncased': 'bert-base-uncased'}
+
+
+def release_weights(state_dict, model_args):
+    """flm.FLM's state dict -> the reference DIT's (its names, E as (K, d), the rotary buffer)."""
+    out = {}
+    for key, w in state_dict.items():
+        prefix = next((p for p in LOSS_WEIGHT if key.startswith(p)), None)
+        if prefix is not None:
+            if LOSS_WEIGHT[prefix] is not None:
+                out[LOSS_WEIGHT[prefix] + key[len(prefix):]] = w
+            continue
+        out[reference_name(key)] = w.t() if key == 'embed.weight' else w
+    hd = model_args['n_embd'] // model_args['n_head']
+    out['rotary_emb.inv_freq'] = 1.0 / 10000 ** (torch.arange(0, hd, 2).float() / hd)
+    return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
+
+
+def release_config(ckpt):
+    """config.json of a train.py checkpoint: the reference's fields (its hydra config's groups, as its
+    PyTorchModelHubMixin saves them, plus vocab_size), filled from the run's options."""
+    a, c, meta = ckpt['model_args'], ckpt['config'], ckpt.get('meta', {})
+    two_times = bool(a.get('two_times'))
+    weighted = bool(a.get('learn_loss_weight'))
+    name = os.path.basename(os.path.normpath(c.get('dataset', '')))
+    tokenizer = TOKENIZER_NAMES.get(meta.get('tokenizer'), name)  # data/<name> otherwise
+    return {
+        'algo': {'name': 'flm_distill_double' if two_times else 'flm', 'backbone': 'dit', 'parameterization': 'mean',
+                 'time_conditioning': True, 'T': 0, 'subs_masking': False, 'causal_attention': False,
+                 'ignore_bos': False, 't_min': 0.0, 't_max': 1.0, 'double_temb': two_times,
+                 'learnable_loss_weighting': weighted},
+        'model': {'name': 'small', 'type': 'ddit', 'hidden_size': a['n_embd'], 'cond_dim': a['n_cond'],
+                  'length': a['block_size'], 'n_blocks': a['n_layer'], 'n_heads': a['n_head'],
+                  'dropout': a.get('dropout', 0.0), 'scale_by_sigma': True, 'tie_word_embeddings': False,
+                  'vocab_lookup': True},
+        'data': {'train': name, 'valid': name, 'tokenizer_name_or_path': tokenizer, 'wrap': True,
+                 'insert_train_eos': True, 'insert_valid_eos': True, 'streaming': False},
+        'loader': {'global_batch_size': c.get('batch_size', 0) * c.get('gradient_accumulation_steps', 1)},
+        'optim': {'lr': c.get('learning_rate'), 'beta1': c.get('beta1'), 'beta2': c.get('beta2'), 'eps': 1e-8,
+                  'weight_decay': c.get('weight_decay')},
+        'training': {'ema': c.get('ema_decay')},
+        'trainer': {'max_steps': c.get('max_iters'), 'gradient_clip_val': c.get('grad_clip')},
+        'lr_scheduler': {'num_warmup_steps': c.get('warmup_iters')},
+        'seed': c.get('seed'),
+        'vocab_size': a['vocab_size'],
+    }
+
+
+def export(ckpt_path, out, weights='ema'):
+    """Write a train.py checkpoint (an FLM, or a stage-2 or flowmap flow map, of the paper's network) to the
+    folder out as config.json and model.safetensors (float32)."""
+    from tools import runs  # here: runs reads releases through this module
+    st = _require('safetensors.torch', 'safetensors')
+    if weights not in ('ema', 'model'):
+        die(f"--weights must be ema or model, got '{weights}'")
+    ckpt = runs.load_checkpoint(ckpt_path, '--ckpt')
+    if ckpt['kind'] not in ('flm', 'stage2', 'flowmap'):
+        die(f"--ckpt={ckpt_path} is a '{ckpt['kind']}' checkpoint; the release layout holds an FLM or a one-network "
+            "flow map (stage2, flowmap)")
+    args = {**flm.FLMConfig().__dict__, **ckpt['model_args']}
+    off = [f"{k}={args[k]!r}" for k, v in PAPER_NETWORK.items() if args[k] != v]
+    if off:
+        die(f"--ckpt={ckpt_path} has {', '.join(off)}: the release layout is the paper's network "
+            f"({', '.join(f'{k}={v!r}' for k, v in PAPER_NETWORK.items())}, as config/train_owt.py sets them)")
+    os.makedirs(out, exist_ok=True)
+    st.save_file(release_weights(ckpt[weights], args), os.path.join(out, 'model.safetensors'),
+                 metadata={'format': 'pt'})
+    with open(os.path.join(out, 'config.json'), 'w', encoding='utf-8') as f:
+        json.dump(release_config(ckpt), f, indent=2, sort_keys=True)
+    print(f"wrote {out}: config.json, model.safetensors ({ckpt['kind']}, {weights} weights)")
+
+
+def main(argv):
+    options = {'ckpt': '', 'out': '', 'weights': 'ema'}
+    if not argv or argv[0] != 'export':
+        die("usage: python -m tools.pretrained export --ckpt=out-owt/ckpt.pt --out=FOLDER [--weights=ema|model]")
+    for arg in argv[1:]:
+        key, _, value = arg[2:].partition('=')
+        if not arg.startswith('--') or key not in options or not value:
+            die(f"expected --ckpt=PATH, --out=FOLDER, --weights=ema|model; got '{arg}'")
+        options[key] = value
+    if not options['ckpt'] or not options['out']:
+        die("export needs --ckpt=PATH and --out=FOLDER")
+    export(options['ckpt'], options['out'], options['weights'])
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -86,7 +86,8 @@ def check_sources(kind, teacher, stage1):
     """One-line errors for a distillation run without the checkpoint it distils, or with one that
     belongs to another kind: stage 1 and flowmap read --teacher (an FLM), stage 2 --stage1."""
     if kind in ('stage1', 'flowmap') and not teacher:
-        die(f"--kind={kind} needs --teacher=path/to/the/flm/ckpt.pt")
+        die(f"--kind={kind} needs --teacher=path/to/the/flm/ckpt.pt "
+            "(or a released FLM: FLM-B-OWT, FLM-B-LM1B, a folder)")
     if kind == 'stage2' and not stage1:
         die("--kind=stage2 needs --stage1=path/to/the/stage1/ckpt.pt (train it with --kind=stage1)")
     if (kind not in ('stage1', 'flowmap') and teacher) or (kind != 'stage2' and stage1):
@@ -95,13 +96,17 @@ def check_sources(kind, teacher, stage1):
 
 def frozen_networks(kind, teacher, stage1, resumed, vocab_size, block_size, device):
     """Distillation's frozen networks (EMA weights), checked against the run's vocabulary and block
-    size: (FLM teacher, stage 1's r_phi, what the run's checkpoints carry). Stage 1 reads --teacher,
+    size: (FLM teacher, stage 1's r_phi, what the run's checkpoints carry). --teacher is a train.py
+    checkpoint or a released FLM (tools/pretrained.py: FLM-B-OWT, owner/name, or a folder). Stage 1 reads --teacher,
     or when resumed its own checkpoint; stage 2 takes both from the --stage1 checkpoint; flowmap reads
     --teacher, also when resumed (its sampler needs no teacher, so its checkpoint carries none)."""
     if kind not in FLOW_MAPS:
         return None, None, {}
 
     def read(path, flag, want):
+        if want == 'flm' and not os.path.isfile(path) and not path.endswith('.pt'):  # a released FLM
+            from tools import pretrained
+            return pretrained.release_as_checkpoint(path, flag, vocab_size, block_size, device)
         ckpt = load_checkpoint(path, flag, device)
         require_kind(ckpt, path, flag, want)
         args = ckpt['model_args']

@@ -1,28 +1,31 @@
 """
-Prepare LM1B (the One Billion Word benchmark) as the paper does: bert-base-uncased ids
-(K = 30522) packed into blocks of L = 128, each block [CLS] + 126 ids of the sentence stream
-+ [SEP], where every sentence is detokenized and followed by [SEP]:
+Prepare LM1B (the One Billion Word benchmark) as the paper's code does: bert-base-uncased ids
+(K = 30522), every sentence detokenized and followed by its EOS, the stream wrapped into blocks of
+L = 128 = [CLS] + 126 ids + [CLS]. The paper's dataloader takes BOS and EOS as the first id that the
+tokenizer gives for its bos/eos token, which for BERT (no BOS or EOS of its own: [CLS] and [SEP] stand
+in) is the [CLS] that encode() puts in front: BOS = EOS = [CLS] (101); [SEP] never occurs.
 
-    [CLS] sentence 1 [SEP] sentence 2 [SEP] the start of sentence 3 [SEP]
-    [CLS] the rest of sentence 3 [SEP] sentence 4 [SEP] ...               [SEP]
+    [CLS] sentence 1 [CLS] sentence 2 [CLS] the start of sentence 3 [CLS]
+    [CLS] the rest of sentence 3 [CLS] sentence 4 [CLS] ...          [CLS]
 
-train.bin / val.bin hold the blocks one after the other (uint16), val.bin from LM1B's test
-split; meta.pkl names the tokenizer (so that sample.py decodes) and block_size = 128, which
-makes train.py draw whole blocks (dataset.get_batch), never a window across two.
+Blocks are packed group by group as the paper's code packs them (dataset.frame): each group's last
+ids that do not fill a block are dropped. train.bin / val.bin hold the blocks one after the other
+(uint16), val.bin from LM1B's test split (the paper's validation set); meta.pkl names the tokenizer
+(so that sample.py decodes) and block_size = 128, which makes train.py draw whole blocks.
 Needs `pip install datasets transformers` (only this script imports datasets) and ~16 GB of
 disk in the Hugging Face cache; LM1B has 30M training sentences (~0.8B words).
 
 $ python data/lm1b/prepare.py                     # [--out_dir=FOLDER] [--num_proc=N]
-$ python train.py --dataset=lm1b --block_size=128 ...
+$ python train.py config/train_lm1b.py
 """
 import os
 import pickle
 import re
 import sys
 
-import numpy as np
-
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repository root: dataset.py
+import dataset as data  # noqa: E402
 TOKENIZER = "bert-base-uncased"
 BLOCK_SIZE = 128
 # the Parquet export of the Hub's lm1b (its loading script does not run in datasets >= 4)
@@ -48,52 +51,19 @@ def detokenize(text):
     return text
 
 
-def tokenize(texts, tokenizer):
-    """Each sentence's ids (detokenized, no special tokens), followed by [SEP]. tokenizer: a
-    transformers tokenizer, or anything called the same way with sep_token_id."""
+def tokenize(texts, tokenizer, eos):
+    """Each sentence's ids (detokenized, no special tokens), followed by eos. tokenizer: a transformers
+    tokenizer, or anything called the same way."""
     ids = tokenizer([detokenize(t) for t in texts], add_special_tokens=False)["input_ids"]
-    return [s + [tokenizer.sep_token_id] for s in ids]
+    return [s + [eos] for s in ids]
 
 
-def pack(stream, cls, sep, block_size=BLOCK_SIZE):
-    """The token stream (1-d ids) in blocks (n, block_size) of [CLS] + block_size - 2 ids + [SEP];
-    the last ids that do not fill a block are left out (see pack_pieces)."""
-    inner = block_size - 2
-    n = len(stream) // inner
-    blocks = np.empty((n, block_size), dtype=np.uint16)
-    blocks[:, 0], blocks[:, -1] = cls, sep
-    blocks[:, 1:-1] = np.asarray(stream[:n * inner]).reshape(n, inner)
-    return blocks
-
-
-def pack_pieces(pieces, cls, sep, block_size=BLOCK_SIZE):
-    """pack() of a stream that comes in pieces (1-d id arrays): yields each piece's full blocks and
-    carries what is left into the next piece, so the blocks are those of the whole stream. Only the
-    stream's last < block_size - 2 ids are dropped (the paper's code drops a remainder per map batch)."""
-    carry = np.zeros(0, dtype=np.uint16)
-    for piece in pieces:
-        stream = np.concatenate([carry, np.asarray(piece, dtype=np.uint16)])
-        blocks = pack(stream, cls, sep, block_size)
-        carry = stream[blocks.shape[0] * (block_size - 2):]
-        yield blocks
-
-
-def write_split(dset, path, cls, sep):
-    """The blocks of a tokenized split (columns ids, len) into path, written via a temporary file."""
-    n_blocks = int(np.sum(dset["len"], dtype=np.uint64)) // (BLOCK_SIZE - 2)
-    arr = np.memmap(path + ".tmp", dtype=np.uint16, mode="w+", shape=(n_blocks * BLOCK_SIZE,))
-    shards = min(1024, len(dset))
-    # list(): a shard's ids are an array of arrays, or a 2-d array if its sentences are of one length
-    pieces = (np.concatenate(list(dset.shard(num_shards=shards, index=i, contiguous=True).with_format("numpy")["ids"]))
-              for i in range(shards))
-    idx = 0
-    for blocks in pack_pieces(pieces, cls, sep):
-        arr[idx:idx + blocks.size] = blocks.ravel()
-        idx += blocks.size
-    assert idx == arr.size
-    arr.flush()
-    os.replace(path + ".tmp", path)  # a half-written file is never mistaken for data
-    print(f"{os.path.basename(path)}: {n_blocks:,} blocks of {BLOCK_SIZE} = {arr.size:,} tokens")
+def reference_eos(tokenizer):
+    """(BOS, EOS) as the paper's dataloader takes them: the first id of encode(bos_token) and of
+    encode(eos_token), where BERT's missing BOS and EOS are [CLS] and [SEP]. encode adds [CLS] in front,
+    so both are [CLS]."""
+    bos, eos = tokenizer.bos_token or tokenizer.cls_token, tokenizer.eos_token or tokenizer.sep_token
+    return tokenizer.encode(bos)[0], tokenizer.encode(eos)[0]
 
 
 def main(argv):
@@ -118,17 +88,17 @@ def main(argv):
     except Exception as e:
         sys.exit(f"error: cannot load {TOKENIZER} or {SOURCE} from the Hugging Face Hub: "
                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    bos, eos = reference_eos(tokenizer)
 
     def process(batch):
-        ids = tokenize(batch["text"], tokenizer)
+        ids = tokenize(batch["text"], tokenizer, eos)
         return {"ids": ids, "len": [len(s) for s in ids]}
 
     os.makedirs(out_dir, exist_ok=True)
     for split, name in (("train", "train"), ("test", "val")):  # LM1B's test split is the validation set
         tokenized = lm1b[split].map(process, batched=True, remove_columns=lm1b[split].column_names,
                                     num_proc=num_proc, desc=f"tokenizing {split}")
-        write_split(tokenized, os.path.join(out_dir, f"{name}.bin"), cls, sep)
+        data.write_blocks(tokenized, os.path.join(out_dir, f"{name}.bin"), bos, eos, BLOCK_SIZE)
     with open(os.path.join(out_dir, "meta.pkl"), "wb") as f:
         pickle.dump({"vocab_size": len(tokenizer), "tokenizer": TOKENIZER, "block_size": BLOCK_SIZE}, f)
     print(f"wrote {out_dir}")

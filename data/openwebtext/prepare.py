@@ -1,46 +1,73 @@
 """
-Prepare OpenWebText with GPT-2 BPE: train.bin / val.bin of uint16 token ids, each
-document followed by <|endoftext|> (nanoGPT's format; no meta.pkl means GPT-2 BPE).
-Needs `pip install datasets` (only this script uses it), ~54 GB of disk in the
-Hugging Face cache, and gives ~9B training tokens (~17 GB train.bin).
+Prepare OpenWebText as the paper's code does: GPT-2 BPE, every document followed by <|endoftext|>,
+the stream wrapped into blocks of L = 1024 = [BOS] + 1022 ids + [EOS] with BOS = EOS = <|endoftext|>
+(50256), packed group by group as the paper's code packs them (dataset.frame). The vocabulary is
+K = 50258: GPT-2's 50257 and the pad token the paper's code adds (50257, never in the data).
+Validation: the last 100,000 documents of OpenWebText's one split (the paper's openwebtext-valid,
+train[-100000:]); training: the documents before them (openwebtext-train, train[:-100000]).
+train.bin / val.bin hold the blocks one after the other (uint16); meta.pkl says GPT-2, K and
+block_size = 1024, which makes train.py draw whole blocks.
+Needs `pip install datasets` (only this script uses it), ~54 GB of disk in the Hugging Face cache,
+and gives ~9B training tokens (~17 GB train.bin).
+
+$ python data/openwebtext/prepare.py              # [--out_dir=FOLDER] [--num_proc=N]
+$ python train.py config/train_owt.py
 """
 import os
+import pickle
 import sys
 
-import numpy as np
-import tiktoken
-
-try:
-    from datasets import load_dataset
-except ImportError:
-    sys.exit("error: preparing OpenWebText needs the datasets library: pip install datasets")
-
-num_proc = max(1, os.cpu_count() // 2)
-enc = tiktoken.get_encoding("gpt2")
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repository root: dataset.py
+import dataset as data  # noqa: E402
+
+BLOCK_SIZE = 1024
+VOCAB_SIZE = 50258      # GPT-2 and the pad token
+VALID_DOCS = 100_000    # the last documents: the validation split
+EOT = data.GPT2_EOT     # <|endoftext|>: EOS after each document, and BOS and EOS of each block
 
 
-def process(example):
-    ids = enc.encode_ordinary(example["text"])
-    ids.append(enc.eot_token)
-    return {"ids": ids, "len": len(ids)}
+def tokenize(texts, enc):
+    """Each document's ids followed by <|endoftext|>. The text of a special token inside a document is that
+    token, as for the paper's (Hugging Face) GPT-2 tokenizer."""
+    return [enc.encode(t, allowed_special={'<|endoftext|>'}) + [EOT] for t in texts]
+
+
+def main(argv):
+    options = {"out_dir": here, "num_proc": str(max(1, (os.cpu_count() or 2) // 2))}
+    for arg in argv:
+        key, _, value = arg[2:].partition("=")
+        if not arg.startswith("--") or key not in options or not value:
+            sys.exit(f"error: expected --out_dir=FOLDER and/or --num_proc=N, got '{arg}'")
+        options[key] = value
+    if not options["num_proc"].isdigit() or int(options["num_proc"]) < 1:
+        sys.exit(f"error: --num_proc takes a whole number >= 1, got '{options['num_proc']}'")
+    out_dir, num_proc = options["out_dir"], int(options["num_proc"])
+    try:  # only this script needs it
+        import datasets
+    except ImportError:
+        sys.exit("error: preparing OpenWebText needs the datasets library: pip install datasets")
+    enc = data.gpt2_encoding()
+    try:
+        owt = datasets.load_dataset("openwebtext", num_proc=num_proc)["train"]
+    except Exception as e:
+        sys.exit(f"error: cannot load openwebtext from the Hugging Face Hub: "
+                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+    def process(batch):
+        ids = tokenize(batch["text"], enc)
+        return {"ids": ids, "len": [len(s) for s in ids]}
+
+    os.makedirs(out_dir, exist_ok=True)
+    n = len(owt)
+    for name, rows in (("train", range(0, n - VALID_DOCS)), ("val", range(n - VALID_DOCS, n))):
+        tokenized = owt.select(rows).map(process, batched=True, remove_columns=owt.column_names, num_proc=num_proc,
+                                         desc=f"tokenizing {name}")
+        data.write_blocks(tokenized, os.path.join(out_dir, f"{name}.bin"), EOT, EOT, BLOCK_SIZE)
+    with open(os.path.join(out_dir, "meta.pkl"), "wb") as f:
+        pickle.dump({"vocab_size": VOCAB_SIZE, "tokenizer": "gpt2", "block_size": BLOCK_SIZE}, f)
+    print(f"wrote {out_dir}")
 
 
 if __name__ == "__main__":
-    dataset = load_dataset("openwebtext", num_proc=num_proc)
-    split = dataset["train"].train_test_split(test_size=0.0005, seed=2357, shuffle=True)
-    split["val"] = split.pop("test")
-    tokenized = split.map(process, remove_columns=["text"], desc="tokenizing", num_proc=num_proc)
-    for name, dset in tokenized.items():
-        arr_len = np.sum(dset["len"], dtype=np.uint64)
-        path = os.path.join(here, f"{name}.bin")
-        arr = np.memmap(path + ".tmp", dtype=np.uint16, mode="w+", shape=(arr_len,))
-        idx, shards = 0, 1024
-        for i in range(shards):
-            batch = dset.shard(num_shards=shards, index=i, contiguous=True).with_format("numpy")
-            ids = np.concatenate(batch["ids"])
-            arr[idx:idx + len(ids)] = ids
-            idx += len(ids)
-        arr.flush()
-        os.replace(path + ".tmp", path)  # a half-written file is never mistaken for data
-        print(f"{name}: {arr_len:,} tokens -> {path}")
+    main(sys.argv[1:])
