@@ -11,6 +11,7 @@ True or False. An unknown key or a value of the wrong type is a one-line error
 that names the valid keys.
 """
 
+import math
 import os
 from ast import literal_eval
 
@@ -31,6 +32,8 @@ def _typed(key, value, default):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
         die(f"--{key} takes a {type(default).__name__} (default {default!r}), got {value!r}")
+    if isinstance(default, float) and not math.isfinite(value):  # 1e400 reads as inf, as a literal inf would
+        die(f"--{key} takes a finite number, got {value!r}")
     return float(value) if isinstance(default, float) else value
 
 

@@ -539,7 +539,10 @@ def noise_factor(M, jitter=0.0):
     with torch.autocast(M.device.type, enabled=False):
         gram64 = (M.detach().T @ M).double()
         eye = torch.eye(M.size(1), dtype=torch.float64, device=M.device)
-        C = torch.linalg.cholesky(gram64.detach() + jitter * gram64.diagonal().mean().detach() * eye)
+        # cholesky_ex: no host sync to check the result (linalg.cholesky reads it back at every step); a
+        # failed factorization (non-finite weights) gives NaN, which the training step's guard stops on
+        C, info = torch.linalg.cholesky_ex(gram64.detach() + jitter * gram64.diagonal().mean().detach() * eye)
+        C = torch.where(info == 0, C, torch.nan)
         return torch.linalg.solve_triangular(C, gram64, upper=False).to(M.dtype)
 
 

@@ -89,6 +89,7 @@ eval_ref_steps = 64       # ... compared with the teacher's Euler sampler at thi
 device = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'            # 'auto', 'float32', 'bfloat16', 'float16'
 compile = False
+peak_flops = 0.0          # the device's peak FLOP/s for the logged MFU; 0: a known GPU's (runs.PEAK_FLOPS), else no MFU
 backend = 'auto'          # DDP: 'nccl' on GPU, 'gloo' on CPU
 seed = 1337
 # -----------------------------------------------------------------------------
@@ -102,10 +103,11 @@ if config['init_from'] == 'resume':  # the run's own options; the command line m
     config = resume_config(defaults, given, checkpoint['config'], {
         'max_iters', 'learning_rate', 'warmup_iters', 'decay_lr', 'lr_decay_iters', 'min_lr', 'grad_clip',
         'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps', 'eval_samples', 'eval_ref_steps',
-        'device', 'dtype', 'compile', 'backend', 'wandb_log', 'wandb_project', 'wandb_run_name', 'eval_only'})
+        'device', 'dtype', 'compile', 'peak_flops', 'backend', 'wandb_log', 'wandb_project', 'wandb_run_name', 'eval_only'})
 elif 'loss_weighting' not in given:  # the kind's default, recorded in the run's config
     config['loss_weighting'] = config['kind'] in runs.WEIGHTED
 globals().update(config)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 check(config, {
     'init_from': (init_from in ('scratch', 'resume') or (kind == 'flm' and pretrained.names_a_release(init_from)),
                   f"'scratch', 'resume', or with --kind=flm a released FLM ({', '.join(pretrained.SHORT_NAMES[::2])}, "
@@ -113,11 +115,14 @@ check(config, {
     'kind': (kind in runs.KINDS, f"one of {', '.join(runs.KINDS)}"),
     'n_head': (n_head > 0 and n_embd % n_head == 0 and n_embd // n_head % 2 == 0,
                f"> 0 and divide n_embd ({n_embd}) into heads of even width"),
-    'learning_rate': (learning_rate > 0, "> 0"), 'min_lr': (min_lr >= 0, ">= 0"),
+    # AdamW's first step moves a weight by up to learning_rate / (1 - beta1), a float32 scalar
+    'learning_rate': (0 < learning_rate < FLOAT32_MAX * (1 - beta1),
+                      f"> 0 and below {FLOAT32_MAX * (1 - beta1):.3g} (float32's largest number times 1 - beta1)"),
+    'min_lr': (0 <= min_lr < FLOAT32_MAX * (1 - beta1), f">= 0 and below {FLOAT32_MAX * (1 - beta1):.3g}"),
     'dropout': (0 <= dropout < 1, "in [0, 1)"), 'ema_decay': (0 <= ema_decay < 1, "in [0, 1)"),
     'beta1': (0 <= beta1 < 1, "in [0, 1)"), 'beta2': (0 <= beta2 < 1, "in [0, 1)"),
     'weight_decay': (weight_decay >= 0, ">= 0"), 'grad_clip': (grad_clip >= 0, ">= 0 (0: no clipping)"),
-    'attn_softcap': (attn_softcap >= 0, ">= 0 (0: no cap)"),
+    'attn_softcap': (attn_softcap >= 0, ">= 0 (0: no cap)"), 'peak_flops': (peak_flops >= 0, ">= 0 (0: a known GPU's)"),
     'warmup_iters': (warmup_iters >= 0, ">= 0"), 'boundary_every': (boundary_every >= 0, ">= 0"),
     'diagonal_share': (0 <= diagonal_share <= 1, "in [0, 1]"),
     'ema_targets': (not ema_targets or kind == 'flowmap', f"False for --kind={kind} (it is --kind=flowmap's)"),
@@ -241,6 +246,11 @@ elif kind == 'flowmap':
                                                 diagonal_share, loss_weighting, targets_from=ema if ema_targets else None)
 else:  # the two stages (stages.py) and the baselines (tools/baselines.py)
     loss_fn = runs.loss_fn(kind, vocab_size, table, teacher_net, residual_net, boundary_every, loss_weighting)
+# the model FLOPs of one iteration of this process, for the MFU of the log line
+flops_per_iter = gradient_accumulation_steps * runs.train_flops(kind, raw_model, batch_size, block_size, teacher_net,
+                                                                residual_net, diagonal_share, ema if ema_targets else None)
+peak = runs.peak_flops(device, peak_flops)
+guard = runs.new_guard(device)  # the non-finite guard of the training step, on the device (runs.train_step)
 
 
 def get_lr(it):
@@ -315,8 +325,12 @@ def on_signal(signum, frame):
 
 
 def stop_requested():
+    """The signal that asks to stop; under DDP any rank's, read at log lines only: the all-reduce waits for
+    the device."""
     if not ddp:
         return stop_signal
+    if iter_num % log_interval:
+        return 0
     flag = torch.tensor([stop_signal], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same iteration
     return int(flag.item())
@@ -341,6 +355,7 @@ saved_at = iter_num if init_from == 'resume' else -1  # the iteration of the che
 t0 = time.time()
 while True:
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and saved_at != iter_num:
+        runs.guard_failed(guard, saved_at, ckpt_path)  # a failed step saves nothing
         if master_process:
             ev, line, ids, how = evaluate()
             print(f"eval {iter_num}: {line}")
@@ -355,6 +370,7 @@ while True:
         break
     signum = stop_requested()
     if signum:
+        runs.guard_failed(guard, saved_at, ckpt_path)
         if saved_at != iter_num:
             save_checkpoint()  # at an iteration boundary: it resumes like any other checkpoint
         if master_process:
@@ -366,31 +382,22 @@ while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
-    for micro_step in range(gradient_accumulation_steps):
-        if ddp:  # sync gradients on the last micro step only
-            model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
-        x = get_batch('train')
-        with ctx:
-            loss = loss_fn(model, x) / gradient_accumulation_steps
-        scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
-    if not scaler.is_enabled() and not torch.isfinite(norm):  # (float16's scaler skips such steps itself)
-        die(f"iteration {iter_num}: the loss or gradient is not finite (loss {loss.item() * gradient_accumulation_steps}); "
-            f"stopped before the update, the checkpoint of iteration {saved_at} is untouched; lower --learning_rate")
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    loss = runs.train_step(model, loss_fn, lambda: get_batch('train'), optimizer, scaler, grad_clip,
+                           gradient_accumulation_steps, ctx, guard, iter_num, ddp)
     flm.ema_update(ema, raw_model, min(ema_decay, (1 + iter_num) / (10 + iter_num)))
     iter_num += 1
 
+    if iter_num % log_interval == 0:
+        runs.guard_failed(guard, saved_at, ckpt_path)  # a sync: only every log_interval, on every rank
     if iter_num % log_interval == 0 and master_process:
         dt = time.time() - t0
-        lossf = loss.item() * gradient_accumulation_steps  # a sync: only every log_interval
+        lossf = loss.item() * gradient_accumulation_steps
+        mfu = flops_per_iter * log_interval / dt / peak if peak else None
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000 / log_interval:.1f} ms/iter, "
-              f"{tokens_per_iter * log_interval / dt:,.0f} tokens/s")
+              f"{tokens_per_iter * log_interval / dt:,.0f} tokens/s" + (f", MFU {100 * mfu:.2f}%" if peak else ""))
         if wandb:
-            wandb.log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'tokens/s': tokens_per_iter * log_interval / dt}, step=iter_num)
+            wandb.log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'tokens/s': tokens_per_iter * log_interval / dt,
+                       **({'mfu': mfu} if peak else {})}, step=iter_num)
         t0 = time.time()
 if wandb:
     wandb.finish()

@@ -334,3 +334,120 @@ def scalars(figures, prefix=''):
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[prefix + key] = value
     return out
+
+
+# -----------------------------------------------------------------------------
+# Model FLOPs per training step, and the device's peak: the MFU that train.py logs and bench.py reports
+
+# dense bfloat16 / float16 tensor-core peaks (no sparsity), matched in order against torch.cuda.get_device_name
+PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12), ('H800', 989e12),
+              ('A100', 312e12), ('A800', 312e12), ('L40S', 362e12), ('L4', 121e12), ('A10', 125e12), ('V100', 125e12))
+
+
+def peak_flops(device, given=0.0):
+    """given (--peak_flops) if > 0, else the peak of a GPU in PEAK_FLOPS by its name; 0.0 where unknown
+    (a CPU, another GPU): then no MFU is shown."""
+    if given > 0 or not str(device).startswith('cuda'):
+        return given
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_FLOPS if key in name), 0.0)
+
+
+def forward_flops(net, L, projected=False):
+    """FLOPs of one forward pass of a sequence of L tokens, as nanoGPT counts them: 2 per weight that acts
+    on every token (the FLM's K x d input layer, the (L, K) output layer; not AR's or MDLM's embedding, a
+    lookup, nor the per-sequence time conditioning) and 4 n_layer d L for attention (scores and values,
+    causal attention counted in full). projected: the network reads its state's image (flm.py 7), so its
+    input layer does not run. A backward pass costs twice the forward's."""
+    per_sequence = ('adaLN', 'time_embed', 'loss_weight')
+    N = sum(p.numel() for name, m in net.named_modules() if isinstance(m, torch.nn.Linear)
+            and not any(k in name for k in per_sequence) and not (projected and name == 'embed')
+            for p in m.parameters())
+    return 2 * N * L + 4 * net.cfg.n_layer * net.cfg.n_embd * L * L
+
+
+def train_flops(kind, model, B, L, teacher=None, residual=None, diagonal_share=0.5, targets_from=None):
+    """FLOPs of one micro-step of the kind's loss(model, x) and its backward, x (B, L): the trained
+    network's forward and backward (3 forwards) and a distillation's no-grad passes that make its target
+    (flm.py 5, 8): stage 1 the teacher and r_phi at x_s and at x_u, stage 2 the teacher and r_phi once,
+    flowmap the teacher on its diagonal rows and the student (or targets_from) twice on its jump rows.
+    A projected state (flm.py 7, W the networks' widths side by side) adds its Gram M^T M and noise z @ R
+    (forward, and the backward to M), and the targets' (B, L, K) x (K, W) projections onto M (stage 1: 2 per row,
+    flowmap: 1 per jump row); nanoGPT's rule leaves out the rest (norms, softmaxes, elementwise updates)."""
+    model = getattr(model, 'module', model)
+    nets = [model] + {'stage1': [teacher], 'stage2': [teacher, residual],
+                      'flowmap': [teacher] + ([targets_from] if targets_from is not None else [])}.get(kind, [])
+    K = model.cfg.vocab_size
+    projected = kind not in baselines.KINDS and flm.StateSpace(K, nets).projected
+    fwd = lambda net: forward_flops(net, L, projected)
+    total = 3 * B * fwd(model)
+    n = round(B * diagonal_share)
+    if kind == 'stage1':
+        total += 2 * B * (fwd(teacher) + fwd(model))
+    elif kind == 'stage2':
+        total += B * (fwd(teacher) + fwd(residual))
+    elif kind == 'flowmap':
+        total += n * fwd(teacher) + 2 * (B - n) * fwd(targets_from if targets_from is not None else model)
+    if projected:
+        W = sum(net.cfg.n_embd for net in nets)
+        rows = {'stage1': 2 * B, 'flowmap': B - n}.get(kind, 0)
+        total += 4 * K * W * W + 4 * B * L * W * W + 2 * rows * L * K * W
+    return total
+
+# -----------------------------------------------------------------------------
+# The optimizer step with its non-finite guard, on the device: nothing is read back to the host, so on a
+# GPU the step does not wait for the device; train.py reads the guard at its log lines (guard_failed)
+
+
+def new_guard(device):
+    """The guard's state: whether a step failed (sticky), and the first failed step's iteration and loss."""
+    return {'failed': torch.zeros((), dtype=torch.bool, device=device),
+            'iter': torch.zeros((), dtype=torch.long, device=device),
+            'loss': torch.zeros((), device=device)}
+
+
+def train_step(model, loss_fn, next_batch, optimizer, scaler, grad_clip, accumulation, ctx, guard, iter_num,
+               ddp=False):
+    """One optimizer step on `accumulation` micro-batches next_batch() (each loss / accumulation; under
+    DDP the gradients are averaged over the processes on the last micro-step). Returns the last
+    micro-batch's loss (a device tensor).
+    The guard: where the loss or the gradient is not finite (float16: a gradient that overflows is its
+    scaler's, which skips that step, as it should), or the weights after the update are not (a finite
+    gradient times a huge learning rate),
+    the update is undone by an on-device select from a copy taken before it, and guard['failed'] is set;
+    once set, every later step is undone too (the optimizer's moments may hold NaN), until the run reads
+    the flag and stops. So no non-finite update ever reaches the weights, and nothing waits for the host."""
+    total = 0.0  # the iteration's loss, on the device
+    for micro_step in range(accumulation):
+        if ddp:  # sync gradients on the last micro step only
+            model.require_backward_grad_sync = micro_step == accumulation - 1
+        x = next_batch()
+        with ctx:
+            loss = loss_fn(model, x) / accumulation
+        scaler.scale(loss).backward()
+        total = total + loss.detach().float()
+    params = [p for p in model.parameters() if p.requires_grad]
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    before = [p.detach().clone() for p in params]
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        bad = ~total.isfinite() | ~torch.stack(torch._foreach_norm(params, math.inf)).isfinite().all()  # max |w|
+        if not scaler.is_enabled():  # (float16: a scaled gradient's overflow is the scaler's, a lost step)
+            bad = bad | ~norm.isfinite()
+        guard['iter'] = torch.where(bad & ~guard['failed'], iter_num, guard['iter'])
+        guard['loss'] = torch.where(bad & ~guard['failed'], total, guard['loss'])
+        guard['failed'] = guard['failed'] | bad
+        for p, b in zip(params, before):
+            p.copy_(torch.where(guard['failed'], b, p))
+    return loss
+
+
+def guard_failed(guard, saved_at, ckpt_path):
+    """The one-line error for a failed guard (a host sync: at log lines and before saving only)."""
+    if guard['failed'].item():
+        die(f"iteration {guard['iter'].item()}: the loss, gradient or weights are not finite (loss "
+            f"{guard['loss'].item():.4g}); that update was undone and the run stopped, the checkpoint of "
+            f"iteration {saved_at} is untouched ({ckpt_path}); lower --learning_rate")
