@@ -7,8 +7,8 @@ For each sequence length L and vocabulary size K:
 - training: the time of one optimizer step of each kind in --train (the FLM, the FMLM's stage 1
   and stage 2, the one-network flow map, MDLM and AR by default), at one batch size for all, the
   kinds timed in turn (a step of each, then again), as a multiple of AR's step, with its tokens/s
-  and, for the kinds of one forward and backward pass per step (flm, mdlm, ar), its model FLOPs
-  utilisation (MFU): model FLOPs per second over --peak_flops;
+  and its model FLOPs utilisation (MFU): model FLOPs per second over the peak (--peak_flops, or a
+  known GPU's: tools/runs.py PEAK_FLOPS), the figure train.py logs;
 - sampling: the latency of one sample (batch 1) and the throughput at --batch of each sampler in
   --samplers: the FLM at --flm_steps, the FMLM (stage 2) at 1, 2 and 4 steps, MDLM at 8 steps and
   AR with its KV cache;
@@ -19,15 +19,17 @@ Where K > d no loss or sampler holds a (B, L, K) tensor other than the networks'
 as in an AR model; at K = 50257 and L = 1024 each is 206 MB per sample: where a batch would need
 more than --mem_gb, it is halved until it fits, and the tables say which batch was used.
 
-Model FLOPs per token, as nanoGPT estimates them: 6 N for the N weights that act on every token
-(2 N forward, 4 N backward; the FLM's input layer, a K x d matrix, is one of them, AR's embedding,
-a lookup, is not; the per-sequence time conditioning is left out) plus 12 n_layer d L for attention
-(scores and values, forward and backward; causal attention is counted in full, as nanoGPT does).
+Model FLOPs of a training step (tools/runs.py train_flops), as nanoGPT estimates them: per token
+6 N for the N weights that act on every token (2 N forward, 4 N backward; the FLM's input layer, a
+K x d matrix, is one of them unless its state is projected, flm.py 7; AR's embedding, a lookup, is
+not; the per-sequence time conditioning is left out) plus 12 n_layer d L for attention (causal
+attention counted in full, as nanoGPT does); a distillation adds its no-grad target passes (2 N +
+4 n_layer d L per token each) and a projected state its Gram, noise and projections.
 
 $ python bench.py                                   # L = 128, 1024 and K = 65, 50257 on this machine
 $ python bench.py --L=128 --K=65 --out=bench.json
 On one GPU, the OpenWebText network (12 x 768, L = 1024, K = 50257) in bfloat16 autocast, compiled:
-an FLM training step against AR's (tokens/s, MFU of an H100/H200's dense bf16 peak, 989 TFLOPS),
+an FLM training step against AR's (tokens/s, MFU of the GPU's dense bf16 peak, e.g. an H100 SXM's 989 TFLOPS),
 and the one-step FMLM's latency for a 1024-token sample (a few minutes, most of it compiling):
 $ python bench.py config/bench_owt_gpu.py --out=bench-owt-gpu.json
 """
@@ -64,7 +66,7 @@ mem_gb = 8.0              # memory a batch may take
 device = 'auto'
 dtype = 'auto'            # 'auto': bfloat16 autocast on a GPU that has it, else float32
 compile = False           # torch.compile the timed networks (the warm-up call compiles; not timed)
-peak_flops = 989e12       # the device's peak FLOP/s for MFU: H100 / H200 SXM, bf16 dense
+peak_flops = 0.0          # the device's peak FLOP/s for MFU; 0: a known GPU's (tools/runs.py PEAK_FLOPS), else no MFU
 seed = 1337
 out = ''                  # also write the figures as JSON here
 # -----------------------------------------------------------------------------
@@ -79,15 +81,15 @@ if n_embd % n_head or n_embd // n_head % 2:
     die(f"--n_head={n_head} must divide --n_embd={n_embd} into heads of even width")
 if mem_steps < 0:
     die(f"--mem_steps must be >= 0 (0: no memory measurement), got {mem_steps}")
-if mem_gb <= 0 or peak_flops <= 0:
-    die(f"--mem_gb and --peak_flops must be > 0, got {mem_gb} and {peak_flops}")
+if mem_gb <= 0 or peak_flops < 0:
+    die(f"--mem_gb must be > 0 and --peak_flops >= 0, got {mem_gb} and {peak_flops}")
 # display names; a sampler is (name, the kind of its network, steps)
 TRAIN = {'flm': 'FLM', 'stage1': 'FMLM stage 1', 'stage2': 'FMLM stage 2', 'flowmap': 'FMLM flowmap',
          'mdlm': 'MDLM', 'ar': 'AR'}
 SAMPLERS = {'flm': (f'FLM {flm_steps} steps', 'flm', flm_steps), 'fmlm1': ('FMLM 1 step', 'stage2', 1),
             'fmlm2': ('FMLM 2 steps', 'stage2', 2), 'fmlm4': ('FMLM 4 steps', 'stage2', 4),
             'mdlm': ('MDLM 8 steps', 'mdlm', 8), 'ar': ('AR (KV cache)', 'ar', 0)}
-ONE_PASS = ('flm', 'mdlm', 'ar')  # one forward and backward pass per step: their MFU is reported
+ONE_PASS = ('flm', 'mdlm', 'ar')  # one forward and backward pass per step
 train_kinds, sampler_keys = [k for k in train.split(',') if k], [k for k in samplers.split(',') if k]
 for key, given, known in (('train', train_kinds, TRAIN), ('samplers', sampler_keys, SAMPLERS)):
     if any(k not in known for k in given):
@@ -95,6 +97,7 @@ for key, given, known in (('train', train_kinds, TRAIN), ('samplers', sampler_ke
 if not train_kinds and not sampler_keys and not mem_steps:
     die("nothing to measure: --train and --samplers are empty and --mem_steps is 0")
 device, device_type, dtype, ctx = system(device, dtype)
+peak = runs.peak_flops(device, peak_flops)
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
 torch.manual_seed(seed)
@@ -163,14 +166,6 @@ def train_step(model, loss_fn):
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step
-
-
-def flops_per_token(net, seq_len):
-    """nanoGPT's estimate (see the docstring): 6 N + 12 n_layer d L."""
-    per_sequence = ('adaLN', 'time_embed', 'loss_weight')  # the time conditioning: once per sequence
-    N = sum(p.numel() for name, m in net.named_modules() if isinstance(m, torch.nn.Linear)
-            and not any(k in name for k in per_sequence) for p in m.parameters())
-    return 6 * N + 12 * net.cfg.n_layer * net.cfg.n_embd * seq_len
 
 
 def rss_kb(field):
@@ -243,9 +238,9 @@ for seq_len in Ls:
             name, model, seconds = TRAIN[kind], net_of(kind).eval(), seconds_of[kind]
             row['train'][name], row['tokens_per_s'][name] = seconds, B * seq_len / seconds
             line = f"{1000 * seconds:.1f} ms, {B * seq_len / seconds:,.0f} tokens/s"
-            if kind in ONE_PASS:
-                row['mfu'][name] = flops_per_token(model, seq_len) * B * seq_len / seconds / peak_flops
-                line += f", MFU {100 * row['mfu'][name]:.3g}% of {peak_flops:.3g} FLOP/s"
+            if peak:
+                row['mfu'][name] = runs.train_flops(kind, model, B, seq_len, teacher, residual) / seconds / peak
+                line += f", MFU {100 * row['mfu'][name]:.3g}% of {peak:.3g} FLOP/s"
             print(f"L={seq_len} K={vocab}: train step {name} (batch {B}): {line}", flush=True)
             if device_type == 'cuda':
                 torch.cuda.empty_cache()
@@ -333,6 +328,6 @@ elif mem_steps and any(r['memory'] for r in results):
     print("\nMemory: not measured on this system (it needs Linux's /proc or a GPU)")
 if out:
     with open(out, 'w') as f:
-        json.dump({'config': config, 'device': device, 'dtype': dtype, 'threads': torch.get_num_threads(),
-                   'results': results}, f, indent=1)
+        json.dump({'config': config, 'device': device, 'dtype': dtype, 'peak_flops': peak,
+                   'threads': torch.get_num_threads(), 'results': results}, f, indent=1)
     print(f"wrote {out}")

@@ -17,4 +17,4 @@ mem_gb = 100.0            # of an H200's 141 GB (batch 32 fits in 40); on an 80 
 device = 'cuda'
 dtype = 'bfloat16'
 compile = True
-peak_flops = 989e12       # H100 / H200 SXM, bf16 dense, no sparsity
+peak_flops = 0.0          # 0: the GPU's dense bf16 peak by its name (tools/runs.py PEAK_FLOPS; H100 SXM, H200: 989e12)

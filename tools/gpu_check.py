@@ -32,7 +32,8 @@ import torch
 
 import flm
 from tools import runs
-from configurator import configure, die, system
+from configurator import configure, die
+from tools.runs import system
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET = os.path.join(ROOT, 'config', 'train_owt.py')
@@ -133,8 +134,8 @@ def training(kind):
     if guard['failed'].item() or not torch.isfinite(loss).item():
         raise RuntimeError(f"non-finite loss or update at step {guard['iter'].item()}")
     flops = runs.train_flops(kind, net, batch, L) * steps / dt
-    return {'tokens_per_s': batch * L * steps / dt, 'ms_per_step': 1000 * dt / steps, 'mfu': flops / peak if peak else None,
-            'flops_per_s': flops, 'warmup_s': warmup, 'loss': loss.item(), 'peak_memory_bytes': peak_bytes(),
+    return {'tokens_per_s': batch * L * steps / dt, 'ms_per_step': 1000 * dt / steps,
+            'mfu': flops / peak if peak else None, 'flops_per_s': flops, 'warmup_s': warmup, 'loss': loss.item(), 'peak_memory_bytes': peak_bytes(),
             'batch': batch, 'params': net.num_params()}
 
 
@@ -180,8 +181,8 @@ def torchrun_save_and_resume():
         for name, extra in (('first', ['--max_iters=2']), ('resumed', ['--max_iters=4', '--init_from=resume'])):
             t0 = time.time()
             r = subprocess.run(common + extra, cwd=tmp, capture_output=True, text=True, timeout=run_timeout, env=env)
-            runs[name] = {'returncode': r.returncode, 'seconds': time.time() - t0,
-                          'log': [line for line in r.stdout.splitlines() if line.startswith(('iter', 'saved', 'resume'))]}
+            log = [line for line in r.stdout.splitlines() if line.startswith(('iter', 'saved', 'resume'))]
+            runs[name] = {'returncode': r.returncode, 'seconds': time.time() - t0, 'log': log}
             if r.returncode:
                 raise RuntimeError(f"the {name} run failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
         ckpt = torch.load(os.path.join(tmp, 'run', 'ckpt.pt'), map_location='cpu', weights_only=True)
@@ -199,5 +200,6 @@ if torchrun:
 report['ok'] = all(p['ok'] for p in report['parts'].values())
 with open(out, 'w') as f:
     json.dump(report, f, indent=1)
-print(f"wrote {out}: {'all parts ok' if report['ok'] else 'FAILED: ' + ', '.join(k for k, p in report['parts'].items() if not p['ok'])}")
+failed = [k for k, p in report['parts'].items() if not p['ok']]
+print(f"wrote {out}: {'FAILED: ' + ', '.join(failed) if failed else 'all parts ok'}")
 sys.exit(0 if report['ok'] else 1)

@@ -1,7 +1,8 @@
 """
 What a run needs around the method: every kind of network train.py trains and sample.py samples,
 how to build one, load its checkpoint and evaluate it; the two-stage recipe's and the baselines'
-losses and samplers; the device and autocast, atomic saves, a writable out_dir, Weights & Biases.
+losses and samplers; the training step with its on-device non-finite guard, and its model FLOPs (the
+logged MFU); the device and autocast, atomic saves, a writable out_dir, Weights & Biases.
 flm.py knows nothing of these.
 
   flm     the FLM, f_theta(x_g, t) -> logits (flm.py sections 1-4)
