@@ -355,7 +355,7 @@ saved_at = iter_num if init_from == 'resume' else -1  # the iteration of the che
 t0 = time.time()
 while True:
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and saved_at != iter_num:
-        runs.guard_failed(guard, saved_at, ckpt_path)  # a failed step saves nothing
+        runs.guard_failed(guard, saved_at, ckpt_path, ddp)  # a failed step saves nothing
         if master_process:
             ev, line, ids, how = evaluate()
             print(f"eval {iter_num}: {line}")
@@ -370,7 +370,7 @@ while True:
         break
     signum = stop_requested()
     if signum:
-        runs.guard_failed(guard, saved_at, ckpt_path)
+        runs.guard_failed(guard, saved_at, ckpt_path, ddp)
         if saved_at != iter_num:
             save_checkpoint()  # at an iteration boundary: it resumes like any other checkpoint
         if master_process:
@@ -388,7 +388,7 @@ while True:
     iter_num += 1
 
     if iter_num % log_interval == 0:
-        runs.guard_failed(guard, saved_at, ckpt_path)  # a sync: only every log_interval, on every rank
+        runs.guard_failed(guard, saved_at, ckpt_path, ddp)  # a sync: only every log_interval, on every rank
     if iter_num % log_interval == 0 and master_process:
         dt = time.time() - t0
         lossf = loss.item() * gradient_accumulation_steps

@@ -446,9 +446,13 @@ def train_step(model, loss_fn, next_batch, optimizer, scaler, grad_clip, accumul
     return loss
 
 
-def guard_failed(guard, saved_at, ckpt_path):
-    """The one-line error for a failed guard (a host sync: at log lines and before saving only)."""
-    if guard['failed'].item():
+def guard_failed(guard, saved_at, ckpt_path, ddp=False):
+    """The one-line error for a failed guard (a host sync: at log lines and before saving only). Under DDP
+    every rank stops if any failed (a loss that is not finite on one rank only, under float16's scaler)."""
+    failed = guard['failed'].int()
+    if ddp:
+        torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
+    if failed.item():
         die(f"iteration {guard['iter'].item()}: the loss, gradient or weights are not finite (loss "
             f"{guard['loss'].item():.4g}); that update was undone and the run stopped, the checkpoint of "
             f"iteration {saved_at} is untouched ({ckpt_path}); lower --learning_rate")
