@@ -4,7 +4,7 @@ kind trains in bfloat16 and in float16 (with its GradScaler); the samplers' stat
 half-precision autocast; the training step's non-finite guard undoes a bad update on the device, without
 reading anything back to the host, and train.py stops at the next log line with one line; the model FLOPs
 behind the logged MFU against torch's FLOP counter; two DDP processes make the update of one process that
-accumulates their two batches."""
+accumulates their two batches; tools/gpu_check.py runs at toy size on the CPU."""
 import json
 import math
 import os
@@ -21,8 +21,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 import flm
-from tools import runs
 from configurator import overrides
+from tools import runs
 
 TINY = dict(block_size=16, n_layer=1, n_head=2, n_cond=16)
 
