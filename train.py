@@ -199,7 +199,7 @@ else:
         if ignored and master_process:
             print(f"note: the network is {init_from}'s: "
                   f"{', '.join(f'--{k}={given[k]!r}' for k in ignored)} not applied")
-model = (flm.flow_map_student(teacher_net, 1 if kind == 'stage1' else 2) if distilling
+model = (runs.student(kind, teacher_net, loss_weighting) if distilling
          else runs.network(kind, model_args).to(device))
 model_args = asdict(model.cfg)
 for k in MODEL_OPTIONS:  # a flow map's network is its teacher's

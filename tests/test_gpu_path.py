@@ -251,46 +251,54 @@ def feeder(batches, seeds):
     return next_batch
 
 
-def ddp_setup():
+def ddp_setup(kind):
     K = 24
-    net, loss_fn, _, _ = make_kind('flm', K)
+    torch.manual_seed(0)
+    teacher = tiny('flm', K).requires_grad_(False)
+    net = runs.student(kind, teacher, weighted=False) if kind == 'flowmap' else tiny(kind, K)
     x = torch.randint(0, K, (2, 2, TINY['block_size']), generator=torch.Generator().manual_seed(1))
     # SGD: an update proportional to the gradient, so a miscounted accumulation shows (AdamW's would not)
-    return net, torch.optim.SGD(net.parameters(), lr=0.5), loss_fn, x
+    return net, torch.optim.SGD(net.parameters(), lr=0.5), runs.loss_fn(kind, K, flm.g_table(K), teacher), x
 
 
 def ddp_rank(rank, port, out):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group('gloo', rank=rank, world_size=2)
-    net, opt, loss_fn, x = ddp_setup()
-    model = torch.nn.parallel.DistributedDataParallel(net)
-    scaler, guard = torch.amp.GradScaler('cpu', enabled=False), runs.new_guard('cpu')
-    for it in range(2):
-        runs.train_step(model, loss_fn, feeder([x[rank]], [10 * it + rank]), opt, scaler, 0.0, 1, nullcontext(),
-                         guard, it, ddp=True)
-    if rank == 0:
-        torch.save(net.state_dict(), out)
+    for kind in DDP_KINDS:
+        net, opt, loss_fn, x = ddp_setup(kind)
+        model = torch.nn.parallel.DistributedDataParallel(net)
+        scaler, guard = torch.amp.GradScaler('cpu', enabled=False), runs.new_guard('cpu')
+        for it in range(2):
+            runs.train_step(model, loss_fn, feeder([x[rank]], [10 * it + rank]), opt, scaler, 0.0, 1, nullcontext(),
+                            guard, it, ddp=True)
+        if rank == 0:
+            torch.save(net.state_dict(), f'{out}.{kind}')
     torch.distributed.destroy_process_group()
+
+
+DDP_KINDS = ('flm', 'flowmap')
 
 
 def test_two_ddp_processes_make_the_update_of_one_process_accumulating_two_batches(tmp_path):
     """Two gloo processes, each one batch per step (accumulation 1), against one process with accumulation
-    2 on the same two batches with the same noise: the same weights after two steps."""
+    2 on the same two batches with the same noise: the same weights after two steps. The FLM, and the
+    one-network flow map, whose unused loss weighting runs.student freezes (else DDP stops at step 2)."""
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     mp.spawn(ddp_rank, args=(port, str(tmp_path / 'ddp.pt')), nprocs=2)
-    net, opt, loss_fn, x = ddp_setup()
-    scaler, guard = torch.amp.GradScaler('cpu', enabled=False), runs.new_guard('cpu')
-    start = {k: v.clone() for k, v in net.state_dict().items()}
-    for it in range(2):
-        runs.train_step(net, loss_fn, feeder([x[0], x[1]], [10 * it, 10 * it + 1]), opt, scaler, 0.0, 2,
-                         nullcontext(), guard, it)
-    ddp = torch.load(tmp_path / 'ddp.pt', weights_only=True)
-    assert any(not torch.equal(start[k], v) for k, v in net.state_dict().items())
-    for k, v in net.state_dict().items():
-        torch.testing.assert_close(ddp[k], v, atol=1e-6, rtol=1e-5)
+    for kind in DDP_KINDS:
+        net, opt, loss_fn, x = ddp_setup(kind)
+        scaler, guard = torch.amp.GradScaler('cpu', enabled=False), runs.new_guard('cpu')
+        start = {k: v.clone() for k, v in net.state_dict().items()}
+        for it in range(2):
+            runs.train_step(net, loss_fn, feeder([x[0], x[1]], [10 * it, 10 * it + 1]), opt, scaler, 0.0, 2,
+                            nullcontext(), guard, it)
+        ddp = torch.load(f'{tmp_path}/ddp.pt.{kind}', weights_only=True)
+        assert any(not torch.equal(start[k], v) for k, v in net.state_dict().items())
+        for k, v in net.state_dict().items():
+            torch.testing.assert_close(ddp[k], v, atol=1e-6, rtol=1e-5)
 
 
 def test_the_gpu_check_runs_at_toy_size_on_a_cpu(tmp_path):

@@ -95,6 +95,15 @@ def check_sources(kind, teacher, stage1):
         die(f"--teacher goes with --kind=stage1 or flowmap and --stage1 with --kind=stage2; this run is --kind={kind}")
 
 
+def student(kind, teacher, weighted):
+    """A flow map's trained network, made from its FLM teacher (flm.flow_map_student). Without the loss
+    weighting its w is frozen: unused, it would leave DDP waiting for its gradients."""
+    net = flm.flow_map_student(teacher, 1 if kind == 'stage1' else 2)
+    if not weighted:
+        net.loss_weight.requires_grad_(False)
+    return net
+
+
 def frozen_networks(kind, teacher, stage1, resumed, vocab_size, block_size, device):
     """Distillation's frozen networks (EMA weights), checked against the run's vocabulary and block
     size: (FLM teacher, stage 1's r_phi, what the run's checkpoints carry). --teacher is a train.py
