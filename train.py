@@ -15,7 +15,6 @@ $ python train.py config/train_owt.py --init_from=FLM-B-OWT              # ... o
 """
 
 import copy
-import math
 import os
 import signal
 import sys
