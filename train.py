@@ -5,8 +5,6 @@ optimizer and budget. The kinds: tools/runs.py.
 
 $ python train.py                                    # the tiny Shakespeare char FLM, on one CPU or GPU
 $ python train.py config/distill_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt   # its flow map
-$ python train.py config/distill_stage1_shakespeare_char.py --teacher=out-shakespeare-char/ckpt.pt
-$ python train.py config/distill_stage2_shakespeare_char.py --stage1=out-shakespeare-char-fm1/ckpt.pt
 $ python train.py --kind=ar --out_dir=out-shakespeare-char-ar          # a baseline, or the judge
 $ torchrun --standalone --nproc_per_node=4 train.py config/train_owt.py  # DDP on 4 GPUs of one node
 $ python train.py --init_from=resume --out_dir=out-shakespeare-char    # continue exactly, same options
@@ -106,33 +104,9 @@ if config['init_from'] == 'resume':  # the run's own options; the command line m
 elif 'loss_weighting' not in given:  # the kind's default, recorded in the run's config
     config['loss_weighting'] = config['kind'] in runs.WEIGHTED
 globals().update(config)
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-check(config, {
-    'init_from': (init_from in ('scratch', 'resume') or (kind == 'flm' and pretrained.names_a_release(init_from)),
-                  f"'scratch', 'resume', or with --kind=flm a released FLM ({', '.join(pretrained.SHORT_NAMES[::2])}, "
-                  "owner/name on the hub, or a folder in its layout)"),
-    'kind': (kind in runs.KINDS, f"one of {', '.join(runs.KINDS)}"),
-    'n_head': (n_head > 0 and n_embd % n_head == 0 and n_embd // n_head % 2 == 0,
-               f"> 0 and divide n_embd ({n_embd}) into heads of even width"),
-    # AdamW's first step moves a weight by up to learning_rate / (1 - beta1), a float32 scalar
-    'learning_rate': (0 < learning_rate < FLOAT32_MAX * (1 - beta1),
-                      f"> 0 and below {FLOAT32_MAX * (1 - beta1):.3g} (float32's largest number times 1 - beta1)"),
-    'min_lr': (0 <= min_lr < FLOAT32_MAX * (1 - beta1), f">= 0 and below {FLOAT32_MAX * (1 - beta1):.3g}"),
-    'dropout': (0 <= dropout < 1, "in [0, 1)"), 'ema_decay': (0 <= ema_decay < 1, "in [0, 1)"),
-    'beta1': (0 <= beta1 < 1, "in [0, 1)"), 'beta2': (0 <= beta2 < 1, "in [0, 1)"),
-    'weight_decay': (weight_decay >= 0, ">= 0"), 'grad_clip': (grad_clip >= 0, ">= 0 (0: no clipping)"),
-    'attn_softcap': (attn_softcap >= 0, ">= 0 (0: no cap)"), 'peak_flops': (peak_flops >= 0, ">= 0 (0: a known GPU's)"),
-    'warmup_iters': (warmup_iters >= 0, ">= 0"), 'boundary_every': (boundary_every >= 0, ">= 0"),
-    'diagonal_share': (0 <= diagonal_share <= 1, "in [0, 1]"),
-    'ema_targets': (not ema_targets or kind == 'flowmap', f"False for --kind={kind} (it is --kind=flowmap's)"),
-    **{k: (config[k] > 0, "> 0") for k in (
-        'batch_size', 'block_size', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps',
-        'gradient_accumulation_steps', 'n_layer', 'n_embd', 'n_cond', 'time_scale', 'eval_samples', 'eval_ref_steps', 'lr_decay_iters')}})
+check(config, runs.option_rules(config))  # a one-line error for the first invalid option
 runs.check_sources(kind, teacher, stage1)
 distilling = kind in runs.FLOW_MAPS
-# the network's options: a flow map's network is its teacher's, a continued release's is the release's
-MODEL_OPTIONS = ('n_layer', 'n_head', 'n_embd', 'n_cond', 'dropout', 'ln_scale', 'attn_softcap', 'time_scale',
-                 'embed_dropout')
 
 # -----------------------------------------------------------------------------
 # devices, DDP
@@ -193,17 +167,10 @@ else:
     iter_num = 0
     if init_from != 'scratch':
         released = pretrained.release_as_checkpoint(init_from, '--init_from', vocab_size, block_size, device)
-        model_args = released['model_args']
-        ignored = [k for k in MODEL_OPTIONS if k in given and given[k] != model_args[k]]
-        if ignored and master_process:
-            print(f"note: the network is {init_from}'s: "
-                  f"{', '.join(f'--{k}={given[k]!r}' for k in ignored)} not applied")
+        model_args = runs.options_of(init_from, released['model_args'], given, master_process and 'note')
 model = (runs.student(kind, teacher_net, loss_weighting) if distilling
          else runs.network(kind, model_args).to(device))
-model_args = asdict(model.cfg)
-for k in MODEL_OPTIONS:  # a flow map's network is its teacher's
-    if distilling and k in given and given[k] != model_args[k]:
-        die(f"--{k}={given[k]}: a flow map's network is its teacher's ({k}={model_args[k]}); drop the option")
+model_args = runs.options_of(teacher or stage1, asdict(model.cfg), given, distilling and 'error')
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
 elif released is not None:
@@ -228,14 +195,7 @@ if ddp:
 ema = copy.deepcopy(raw_model).eval().requires_grad_(False)  # after DDP: every rank starts from rank 0's weights
 if checkpoint is not None:
     ema.load_state_dict(checkpoint['ema'])
-    # each rank continues its own random stream where the checkpoint left it
-    states = checkpoint['rng']
-    if len(states) == world_size:
-        torch.set_rng_state(states[rank]['cpu'])
-        if device_type == 'cuda' and states[rank]['cuda'] is not None:
-            torch.cuda.set_rng_state(states[rank]['cuda'])
-    elif master_process:
-        print(f"note: checkpoint has RNG states of {len(states)} processes, this run has {world_size}: fresh streams")
+    runs.restore_rng(checkpoint['rng'], rank, world_size, device_type, master_process)
 checkpoint = released = None  # free memory
 # the loss of each kind: the FLM's CE (flm.py 3), its flow map's KL semigroup loss (flm.py 5), or another's
 if kind == 'flm':
@@ -277,19 +237,22 @@ if distilling and master_process:  # the teacher's side is the same at every eva
 
 
 def evaluate():
-    """(figures, a line that tells them, a sample's ids and how it was drawn), for the EMA network.
-    FLM and baselines: cross entropies on the fixed batches (runs.eval_ce) and the context gain;
-    flow maps: their 1- and 4-step samples against the teacher's."""
+    """Evaluate the EMA network, print the figures and a sample, and return the figures. FLM and baselines:
+    cross entropies on the fixed batches (runs.eval_ce) and the context gain; flow maps: their 1- and
+    4-step samples against the teacher's."""
     if distilling:
         samples = {s: generate(ema, kind, s, eval_samples) for s in (1, 4)}
         ev = {'teacher': teacher_figures, 'reference': reference,
               **{f'{s} step': sample_figures(ids) for s, ids in samples.items()}}
         line = (" | ".join(f"{name}: {textstats.figures_text(ev[name])}" for name in ('1 step', '4 step'))
                 + f" | FLM at {eval_ref_steps} steps: {textstats.figures_text(teacher_figures)}")
-        return ev, line, samples[1][0], '1 step'
-    ev, line = runs.ce_figures(kind, ema, eval_batches, table, log_pi, torch.Generator(device=device).manual_seed(seed), ctx)
-    how = 'left to right' if kind == 'ar' else f'{eval_sample_steps} steps'
-    return ev, line, generate(ema, kind, eval_sample_steps, 1)[0], how
+        ids, how = samples[1][0], '1 step'
+    else:
+        ev, line = runs.ce_figures(kind, ema, eval_batches, table, log_pi, torch.Generator(device=device).manual_seed(seed), ctx)
+        ids, how = generate(ema, kind, eval_sample_steps, 1)[0], 'left to right' if kind == 'ar' else f'{eval_sample_steps} steps'
+    print(f"eval {iter_num}: {line}")
+    print(f"sample ({how}): {decode(ids.tolist())[:200]!r}")
+    return ev
 
 
 def save_checkpoint():
@@ -342,9 +305,7 @@ if master_process:
         wandb = wandb_init(wandb_project, wandb_run_name or os.path.basename(os.path.abspath(out_dir)), config)
 if eval_only:
     if master_process:
-        ev, line, ids, how = evaluate()
-        print(f"eval {iter_num}: {line}")
-        print(f"sample ({how}): {decode(ids.tolist())[:200]!r}")
+        evaluate()
     if ddp:
         dist.destroy_process_group()
     sys.exit(0)
@@ -356,9 +317,7 @@ while True:
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and saved_at != iter_num:
         runs.guard_failed(guard, saved_at, ckpt_path, ddp)  # a failed step saves nothing
         if master_process:
-            ev, line, ids, how = evaluate()
-            print(f"eval {iter_num}: {line}")
-            print(f"sample ({how}): {decode(ids.tolist())[:200]!r}")
+            ev = evaluate()
             runs.log_eval(out_dir, iter_num, kind, ev)
             if wandb:
                 wandb.log({'iter': iter_num, 'lr': get_lr(iter_num), **scalars(ev)}, step=iter_num)

@@ -18,6 +18,7 @@ import json
 import math
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -161,6 +162,61 @@ def prompt_positions(prompt, B, L, device):
     known = torch.zeros(B, L, dtype=torch.bool, device=device)
     known[:, :len(prompt)] = True
     return x_known, known
+
+
+MODEL_OPTIONS = ('n_layer', 'n_head', 'n_embd', 'n_cond', 'dropout', 'ln_scale', 'attn_softcap', 'time_scale',
+                 'embed_dropout')  # train.py's options of the network
+
+
+def options_of(source, model_args, given, differing=None):
+    """model_args, the network of another run (a teacher, a release): model options given with other values
+    are a one-line error (differing='error': a flow map's network is its teacher's), or a note that they
+    are not applied ('note': a continued release's network is the release's); None: neither."""
+    other = [k for k in MODEL_OPTIONS if k in given and given[k] != model_args.get(k)]
+    if other and differing == 'error':
+        k = other[0]
+        die(f"--{k}={given[k]}: a flow map's network is its teacher's ({k}={model_args[k]}); drop the option")
+    if other and differing == 'note':
+        print(f"note: the network is {source}'s: {', '.join(f'--{k}={given[k]!r}' for k in other)} not applied")
+    return model_args
+
+
+def restore_rng(states, rank, world_size, device_type, master_process):
+    """Each rank continues its own random stream where the checkpoint left it (with as many processes)."""
+    if len(states) == world_size:
+        torch.set_rng_state(states[rank]['cpu'])
+        if device_type == 'cuda' and states[rank]['cuda'] is not None:
+            torch.cuda.set_rng_state(states[rank]['cuda'])
+    elif master_process:
+        print(f"note: checkpoint has RNG states of {len(states)} processes, this run has {world_size}: fresh streams")
+
+
+def option_rules(c):
+    """train.py's options: {key: (valid, what it must be)} for configurator.check."""
+    from tools import pretrained
+    FLOAT32_MAX = float(np.finfo(np.float32).max)
+    kind, beta1 = c['kind'], c['beta1']
+    return {
+        'init_from': (c['init_from'] in ('scratch', 'resume') or (kind == 'flm' and pretrained.names_a_release(c['init_from'])),
+                      f"'scratch', 'resume', or with --kind=flm a released FLM ({', '.join(pretrained.SHORT_NAMES[::2])}, "
+                      "owner/name on the hub, or a folder in its layout)"),
+        'kind': (kind in KINDS, f"one of {', '.join(KINDS)}"),
+        'n_head': (c['n_head'] > 0 and c['n_embd'] % c['n_head'] == 0 and c['n_embd'] // c['n_head'] % 2 == 0,
+                   f"> 0 and divide n_embd ({c['n_embd']}) into heads of even width"),
+        # AdamW's first step moves a weight by up to learning_rate / (1 - beta1), a float32 scalar
+        'learning_rate': (0 < c['learning_rate'] < FLOAT32_MAX * (1 - beta1),
+                          f"> 0 and below {FLOAT32_MAX * (1 - beta1):.3g} (float32's largest number times 1 - beta1)"),
+        'min_lr': (0 <= c['min_lr'] < FLOAT32_MAX * (1 - beta1), f">= 0 and below {FLOAT32_MAX * (1 - beta1):.3g}"),
+        'dropout': (0 <= c['dropout'] < 1, "in [0, 1)"), 'ema_decay': (0 <= c['ema_decay'] < 1, "in [0, 1)"),
+        'beta1': (0 <= beta1 < 1, "in [0, 1)"), 'beta2': (0 <= c['beta2'] < 1, "in [0, 1)"),
+        'weight_decay': (c['weight_decay'] >= 0, ">= 0"), 'grad_clip': (c['grad_clip'] >= 0, ">= 0 (0: no clipping)"),
+        'attn_softcap': (c['attn_softcap'] >= 0, ">= 0 (0: no cap)"), 'peak_flops': (c['peak_flops'] >= 0, ">= 0 (0: a known GPU's)"),
+        'warmup_iters': (c['warmup_iters'] >= 0, ">= 0"), 'boundary_every': (c['boundary_every'] >= 0, ">= 0"),
+        'diagonal_share': (0 <= c['diagonal_share'] <= 1, "in [0, 1]"),
+        'ema_targets': (not c['ema_targets'] or kind == 'flowmap', f"False for --kind={kind} (it is --kind=flowmap's)"),
+        **{k: (c[k] > 0, "> 0") for k in (
+            'batch_size', 'block_size', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps',
+            'gradient_accumulation_steps', 'n_layer', 'n_embd', 'n_cond', 'time_scale', 'eval_samples', 'eval_ref_steps', 'lr_decay_iters')}}
 
 
 def loss_fn(kind, K, table, teacher=None, residual=None, boundary_every=0, weighted=False, diagonal_share=0.5):
