@@ -98,7 +98,7 @@ config = {**defaults, **given}
 ckpt_path = os.path.join(config['out_dir'], 'ckpt.pt')
 checkpoint = None
 if config['init_from'] == 'resume':  # the run's own options; the command line may change a few
-    checkpoint = runs.load_checkpoint(ckpt_path, '--init_from=resume')
+    checkpoint = runs.load_checkpoint(ckpt_path, '--init_from=resume', resume=True)
     config = resume_config(defaults, given, checkpoint['config'], {
         'max_iters', 'learning_rate', 'warmup_iters', 'decay_lr', 'lr_decay_iters', 'min_lr', 'grad_clip',
         'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps', 'eval_samples', 'eval_ref_steps',
@@ -205,9 +205,9 @@ for k in MODEL_OPTIONS:  # a flow map's network is its teacher's
     if distilling and k in given and given[k] != model_args[k]:
         die(f"--{k}={given[k]}: a flow map's network is its teacher's ({k}={model_args[k]}); drop the option")
 if checkpoint is not None:
-    model.load_state_dict(checkpoint['model'])
+    runs.load_weights(model, checkpoint['model'], ckpt_path)
 elif released is not None:
-    model.load_state_dict(released['ema'])
+    runs.load_weights(model, released['ema'], init_from)
 if master_process:
     print(f"{kind} network with {model.num_params() / 1e6:.2f}M parameters"
           + (f", distilled from {teacher or stage1}" if distilling else "")
@@ -217,7 +217,7 @@ table = flm.g_table(vocab_size, device)  # G(t), on the device: no host sync in 
 optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(beta1, beta2),
                               weight_decay=weight_decay, fused=device_type == 'cuda')
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    runs.load_weights(optimizer, checkpoint['optimizer'], ckpt_path)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 
 raw_model = model
@@ -227,7 +227,7 @@ if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 ema = copy.deepcopy(raw_model).eval().requires_grad_(False)  # after DDP: every rank starts from rank 0's weights
 if checkpoint is not None:
-    ema.load_state_dict(checkpoint['ema'])
+    runs.load_weights(ema, checkpoint['ema'], ckpt_path)
     # each rank continues its own random stream where the checkpoint left it
     states = checkpoint['rng']
     if len(states) == world_size:

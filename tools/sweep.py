@@ -73,23 +73,51 @@ the_judge = load_judge(judge, device)
 os.makedirs(os.path.join(out_dir, 'samples'), exist_ok=True)
 
 
+def read_index(path):
+    """samples/index.json, name -> the command that made its file. Never fatal: a file that is not
+    such a dict is rebuilt, and an entry that is not such a record is dropped, with a warning (their
+    samples are made again)."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            index = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"warning: {path} is unreadable ({type(e).__name__}); rebuilt, its samples made again", file=sys.stderr)
+        return {}
+    if not isinstance(index, dict):
+        print(f"warning: {path} is not a dict of records; rebuilt, its samples made again", file=sys.stderr)
+        return {}
+    bad = [k for k, v in index.items() if not (isinstance(v, dict) and {'args', 'ckpt_mtime'} <= set(v))]
+    if bad:
+        print(f"warning: {path}: dropped the entries {', '.join(bad)}, not records; made again", file=sys.stderr)
+    return {k: v for k, v in index.items() if k not in bad}
+
+
 def sample_file(name, path, steps, eta, n=num_samples, batch=batch_size):
     """The samples file of one setting, made by sample.py unless the same command already made it."""
     out = os.path.join(out_dir, 'samples', f'{name}.json')
     index_path = os.path.join(out_dir, 'samples', 'index.json')  # name -> the command of its file
-    index = json.load(open(index_path)) if os.path.isfile(index_path) else {}
+    index = read_index(index_path)
     args = [os.path.join(here, 'sample.py'), f'--ckpt={path}', f'--steps={steps}', f'--num_samples={n}',
             f'--batch_size={batch}', f'--seed={seed}', f'--out={out}', '--stats=False', f'--device={device}']
     if eta != -1:
         args.append(f'--eta={eta}')
     record = {'args': args, 'ckpt_mtime': os.path.getmtime(path)}  # a retrained checkpoint is sampled again
     if not (os.path.isfile(out) and index.get(name) == record):
+        if os.path.isfile(out):  # the sweep's own stale file (sample.py replaces only samples files)
+            os.remove(out)
         proc = subprocess.run([sys.executable] + args, capture_output=True, text=True)
         if proc.returncode != 0:
             die(f"sampling {name} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
         index[name] = record
-        with open(index_path, 'w') as f:
-            json.dump(index, f, indent=1)
+        try:  # through a temporary file: a kill while writing leaves the old index
+            with open(index_path + '.tmp', 'w', encoding='utf-8') as f:
+                json.dump(index, f, indent=1)
+            os.replace(index_path + '.tmp', index_path)
+        except OSError as e:
+            print(f"warning: cannot write {index_path} ({e.strerror or e}); its samples will be made again",
+                  file=sys.stderr)
     return out
 
 
