@@ -13,12 +13,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TOY_TEXT, run_script, run_scripts, write_char_dataset
-from test_scripts import TINY, assert_one_line_error, digest, train_all
+from conftest import ROOT, TOY_TEXT, run_scripts, write_char_dataset
+from test_scripts import assert_one_line_error, digest, train_all
 
 
 @pytest.fixture(scope="module")
@@ -112,49 +111,52 @@ def test_a_torch_file_with_a_checkpoints_keys_but_not_its_parts_is_refused(runs)
             load_checkpoint(str(runs / 'bad.pt'), 'test', resume=True)
 
 
-def test_a_corrupt_eval_log_loses_no_training(runs):
+def test_a_corrupt_eval_log_loses_no_training(runs, tmp_path, capsys):
     """Case 3: a corrupt line in eval_log.jsonl, then a resume: a warning, the corrupt lines dropped, the
     good lines kept byte for byte, the training saved. A log that cannot be written (a folder in its
-    place, in a copy of the run) is a warning too."""
+    place) is a warning too (in-process, tools.runs.log_eval)."""
     log = runs / 'o' / 'eval_log.jsonl'
     good = log.read_bytes().splitlines(keepends=True)
     assert [json.loads(line)['iter'] for line in good] == [0, 2, 4]
-    shutil.copytree(runs / 'o', runs / 'o-folder')
-    os.remove(runs / 'o-folder' / 'eval_log.jsonl')
-    os.makedirs(runs / 'o-folder' / 'eval_log.jsonl')
     log.write_bytes(good[0] + b'{"iter": 1, "val": \n' + b'\xff\xfe not json\n' + good[1] + b'[3]\n' + good[2])
     before = digest(runs / 'o' / 'ckpt.pt')
-    results = train_all(runs, ['--out_dir=o', '--init_from=resume', '--max_iters=6'],
-                        ['--out_dir=o-folder', '--init_from=resume', '--max_iters=6'])
-    for r, words in zip(results, ('dropped line(s) 2, 3, 5', 'cannot write')):
-        assert r.returncode == 0, r.stderr
-        assert 'warning:' in r.stderr and words in r.stderr and 'Traceback' not in r.stderr
+    [r] = train_all(runs, ['--out_dir=o', '--init_from=resume', '--max_iters=6'])
+    assert r.returncode == 0, r.stderr
+    assert 'warning:' in r.stderr and 'dropped line(s) 2, 3, 5' in r.stderr and 'Traceback' not in r.stderr
     after = log.read_bytes().splitlines(keepends=True)
     assert after[:3] == good and len(after) == 4 and json.loads(after[3])['iter'] == 6
     assert digest(runs / 'o' / 'ckpt.pt') != before
-    for run in ('o', 'o-folder'):
-        assert torch.load(runs / run / 'ckpt.pt', weights_only=True)['iter_num'] == 6
+    assert torch.load(runs / 'o' / 'ckpt.pt', weights_only=True)['iter_num'] == 6
+    from tools.runs import log_eval
+    os.makedirs(tmp_path / 'eval_log.jsonl')
+    log_eval(str(tmp_path), 8, 'flm', {'val': {'ce': 1.0}})
+    assert 'warning:' in capsys.readouterr().err and (tmp_path / 'eval_log.jsonl').is_dir()
 
 
 def test_prepare_scripts_never_replace_good_data_with_worse(tmp_path):
     """Cases 2, 18, 19: the BPE script with an empty and with a non-UTF-8 input.txt, the character
     script with --out_dir=FILE. The data already there keeps its bytes."""
-    folder = tmp_path / 'data' / 'shakespeare'
-    write_char_dataset(str(folder), TOY_TEXT)
-    os.remove(folder / 'meta.pkl')
-    shutil.copy(os.path.join(ROOT, 'data', 'shakespeare', 'prepare.py'), folder / 'prepare.py')
-    script = str(folder / 'prepare.py')  # a copy beside its own data; dataset.py from the repository
-    before = {f: digest(folder / f) for f in ('train.bin', 'val.bin')}
-    env = {'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': '1'}
-    for content, words in ((b'', ['0 characters', 'nothing written']), ('Roméo\n'.encode('latin-1') * 9, ['UTF-8'])):
+    inputs = {'empty': (b'', ['0 characters', 'nothing written']), 'latin1': ('Roméo\n'.encode('latin-1') * 9, ['UTF-8'])}
+    for case, (content, _) in inputs.items():  # a copy of the script beside its own data, with what it imports
+        folder = tmp_path / case / 'data' / 'shakespeare'
+        write_char_dataset(str(folder), TOY_TEXT)
+        os.remove(folder / 'meta.pkl')
+        shutil.copy(os.path.join(ROOT, 'data', 'shakespeare', 'prepare.py'), folder / 'prepare.py')
+        for module in ('dataset.py', 'configurator.py'):
+            shutil.copy(os.path.join(ROOT, module), tmp_path / case / module)
         (folder / 'input.txt').write_bytes(content)
-        assert_one_line_error(run_script(script, cwd=tmp_path, env=env), 'input.txt', *words)
-        assert {f: digest(folder / f) for f in before} == before
-        assert sorted(os.listdir(folder)) == ['input.txt', 'prepare.py', 'train.bin', 'val.bin']
+    before = {case: {f: digest(tmp_path / case / 'data' / 'shakespeare' / f) for f in ('train.bin', 'val.bin')}
+              for case in inputs}
     (tmp_path / 'afile').write_text('')
     (tmp_path / 'in.txt').write_text(TOY_TEXT)
-    r = run_script('data/shakespeare_char/prepare.py', '--input=in.txt', '--out_dir=afile', cwd=tmp_path)
-    assert_one_line_error(r, '--out_dir=afile', 'not a folder')
+    results = run_scripts([(str(tmp_path / case / 'data' / 'shakespeare' / 'prepare.py'),) for case in inputs]
+                          + [('data/shakespeare_char/prepare.py', '--input=in.txt', '--out_dir=afile')], cwd=tmp_path)
+    for (case, (_, words)), r in zip(inputs.items(), results):
+        folder = tmp_path / case / 'data' / 'shakespeare'
+        assert_one_line_error(r, 'input.txt', *words)
+        assert {f: digest(folder / f) for f in before[case]} == before[case]
+        assert sorted(os.listdir(folder)) == ['input.txt', 'prepare.py', 'train.bin', 'val.bin']
+    assert_one_line_error(results[-1], '--out_dir=afile', 'not a folder')
     assert (tmp_path / 'afile').read_text() == ''
 
 
@@ -185,19 +187,22 @@ def test_the_judge_refuses_samples_that_disagree_with_themselves_or_the_judge(ru
         read_samples(str(runs / 'empty.json'))
 
 
-def test_sweep_rebuilds_a_corrupt_index(runs):
-    """Cases 10 and 11: samples/index.json that is not JSON, or not a dict: a warning, rebuilt."""
-    args = ['--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=', '--flm_ckpt=o/ckpt.pt', '--fmlm_ckpt=',
-            '--flm_steps=1', '--num_samples=2', '--batch_size=2']
-    for name, content in (('corrupt', '{"flm-1": {"args": [tru'), ('list', '[1, 2]')):
-        os.makedirs(runs / f'sw-{name}' / 'samples')
-        (runs / f'sw-{name}' / 'samples' / 'index.json').write_text(content)
-    results = run_scripts([('tools/sweep.py', *args, f'--out_dir=sw-{name}') for name in ('corrupt', 'list')], cwd=runs)
-    for name, r in zip(('corrupt', 'list'), results):
-        assert r.returncode == 0, r.stderr
-        assert 'warning:' in r.stderr and 'index.json' in r.stderr and 'Traceback' not in r.stderr
-        index = json.load(open(runs / f'sw-{name}' / 'samples' / 'index.json'))
-        assert list(index) == ['flm-1'] and '| FLM | 1 | 1 |' in (runs / f'sw-{name}' / 'sweep.md').read_text()
+def test_sweep_rebuilds_a_corrupt_index(runs, tmp_path, capsys):
+    """Cases 10 and 11: samples/index.json that is not JSON (a sweep end to end), or not a dict, or with an
+    entry that is not a record (in-process, tools.runs.read_index): a warning, rebuilt."""
+    from tools.runs import read_index
+    for content, kept in (('[1, 2]', {}), ('{"a": {"args": [], "ckpt_mtime": 1}, "b": 3}', {'a'})):
+        (tmp_path / 'index.json').write_text(content)
+        assert set(read_index(str(tmp_path / 'index.json'), ('args', 'ckpt_mtime'))) == set(kept)
+        assert 'warning:' in capsys.readouterr().err
+    os.makedirs(runs / 'sw' / 'samples')
+    (runs / 'sw' / 'samples' / 'index.json').write_text('{"flm-1": {"args": [tru')
+    [r] = run_scripts([('tools/sweep.py', '--judge=ar/ckpt.pt', '--ar_ckpt=', '--mdlm_ckpt=', '--flm_ckpt=o/ckpt.pt',
+                        '--fmlm_ckpt=', '--flm_steps=1', '--num_samples=2', '--batch_size=2', '--out_dir=sw')], cwd=runs)
+    assert r.returncode == 0, r.stderr
+    assert 'warning:' in r.stderr and 'index.json' in r.stderr and 'Traceback' not in r.stderr
+    assert list(json.load(open(runs / 'sw' / 'samples' / 'index.json'))) == ['flm-1']
+    assert '| FLM | 1 | 1 |' in (runs / 'sw' / 'sweep.md').read_text()
 
 
 def test_a_config_file_with_an_error_is_one_line_naming_file_and_line(tmp_path):

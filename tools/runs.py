@@ -310,6 +310,27 @@ def log_eval(out_dir, iter_num, kind, ev):
         print(f"warning: cannot write {path} ({e.strerror or e}); the checkpoint is saved all the same", file=sys.stderr)
 
 
+def read_index(path, keys):
+    """A JSON dict of records, name -> a dict with the given keys (tools/sweep.py's samples/index.json).
+    Never fatal: a file that is not such a dict is rebuilt (empty), an entry that is not such a record
+    is dropped, with a warning; what was dropped is made again."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            index = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"warning: {path} is unreadable ({type(e).__name__}); rebuilt", file=sys.stderr)
+        return {}
+    if not isinstance(index, dict):
+        print(f"warning: {path} is not a dict of records; rebuilt", file=sys.stderr)
+        return {}
+    bad = [k for k, v in index.items() if not (isinstance(v, dict) and set(keys) <= set(v))]
+    if bad:
+        print(f"warning: {path}: dropped the entries {', '.join(bad)}, not records", file=sys.stderr)
+    return {k: v for k, v in index.items() if k not in bad}
+
+
 def fit(net, loss_fn, batch, iters, lr, warmup, ema_decay, min_lr=1e-4, every=0, report=None):
     """The notebooks' training loop: train.py's step without its machinery (AdamW, the LR schedule,
     gradient clipping, the EMA with its decay warmed up). batch(): a batch of token ids; report(it, ema,

@@ -73,32 +73,11 @@ the_judge = load_judge(judge, device)
 os.makedirs(os.path.join(out_dir, 'samples'), exist_ok=True)
 
 
-def read_index(path):
-    """samples/index.json, name -> the command that made its file. Never fatal: a file that is not
-    such a dict is rebuilt, and an entry that is not such a record is dropped, with a warning (their
-    samples are made again)."""
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, encoding='utf-8') as f:
-            index = json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"warning: {path} is unreadable ({type(e).__name__}); rebuilt, its samples made again", file=sys.stderr)
-        return {}
-    if not isinstance(index, dict):
-        print(f"warning: {path} is not a dict of records; rebuilt, its samples made again", file=sys.stderr)
-        return {}
-    bad = [k for k, v in index.items() if not (isinstance(v, dict) and {'args', 'ckpt_mtime'} <= set(v))]
-    if bad:
-        print(f"warning: {path}: dropped the entries {', '.join(bad)}, not records; made again", file=sys.stderr)
-    return {k: v for k, v in index.items() if k not in bad}
-
-
 def sample_file(name, path, steps, eta, n=num_samples, batch=batch_size):
     """The samples file of one setting, made by sample.py unless the same command already made it."""
     out = os.path.join(out_dir, 'samples', f'{name}.json')
     index_path = os.path.join(out_dir, 'samples', 'index.json')  # name -> the command of its file
-    index = read_index(index_path)
+    index = runs.read_index(index_path, ('args', 'ckpt_mtime'))
     args = [os.path.join(here, 'sample.py'), f'--ckpt={path}', f'--steps={steps}', f'--num_samples={n}',
             f'--batch_size={batch}', f'--seed={seed}', f'--out={out}', '--stats=False', f'--device={device}']
     if eta != -1:
