@@ -62,12 +62,31 @@ def overrides(defaults, argv):
         else:
             if not os.path.isfile(arg):
                 die(f"config file '{arg}' not found (options are given as --key=value)")
-            values = {}
-            exec(open(arg).read(), {}, values)
+            values = run_config_file(arg)
             for key, value in values.items():
                 if not key.startswith("_"):
                     set_value(key, value)
     return given
+
+
+def run_config_file(path):
+    """The names a config file (plain Python assignments) sets. A file that cannot be read or run is a
+    one-line error naming the file and the line."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            code = compile(f.read(), path, 'exec')
+    except SyntaxError as e:
+        die(f"config file {path}, line {e.lineno}: {e.msg}")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        die(f"config file {path}: cannot read it: {e}")
+    values = {}
+    try:
+        exec(code, {}, values)
+    except Exception as e:
+        import traceback
+        line = [frame.lineno for frame in traceback.extract_tb(e.__traceback__) if frame.filename == path]
+        die(f"config file {path}, line {line[-1] if line else '?'}: {type(e).__name__}: {e}")
+    return values
 
 
 def configure(defaults, argv):

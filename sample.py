@@ -14,21 +14,26 @@ FLM and one jump for an FMLM.
 
 --out writes the texts, their token ids, the settings (with the tokenizer that made the ids) and
 the seconds per sample (python -m tools.judge reads it). The texts are decoded as the paper's code
-decodes its samples, which is what its Gen PPL reads.
+decodes its samples, which is what its Gen PPL reads. It writes a new file or replaces a samples
+file; anything else only with --force, and never the checkpoint it reads.
 """
 
 import json
 import os
+import signal
 import sys
 import time
 
-import torch
 
-import dataset as data
-import flm
-from configurator import configure, die
-from tools import runs, textstats
-from tools.runs import system
+def _quiet_stop(signum, frame):
+    """Ctrl-C, at any moment from here on (the imports included): one line, no traceback."""
+    print("stopped by Ctrl-C; no samples file written", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGINT, _quiet_stop)
+
+from configurator import configure, die  # noqa: E402
 
 # -----------------------------------------------------------------------------
 out_dir = 'out-shakespeare-char'  # reads out_dir/ckpt.pt ...
@@ -42,7 +47,8 @@ num_samples = 8
 batch_size = 16           # samples generated at once
 start = ''                # prompt text at the start of every sample, or FILE:path
 seed = 1337
-out = ''                  # write the samples and settings as JSON here
+out = ''                  # write the samples and settings as JSON here (a new file, or a samples file)
+force = False             # let --out replace a file that is not a samples file
 ema = True                # sample with the EMA weights
 stats = True              # valid-word fraction and unigram entropy, beside the training data's
 device = 'auto'
@@ -51,19 +57,57 @@ dtype = 'auto'
 config = configure({k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))},
                    sys.argv[1:])
 globals().update(config)
-if num_samples <= 0 or batch_size <= 0 or steps < 0:
-    die(f"--num_samples and --batch_size must be > 0 and --steps >= 0 (0: the kind's default); "
+MAX_STEPS = 100_000  # 100 times the sweep's largest count: a larger one is a typo, not a run to wait for
+if num_samples <= 0 or batch_size <= 0 or not 0 <= steps <= MAX_STEPS:
+    die(f"--num_samples and --batch_size must be > 0 and --steps in 0..{MAX_STEPS} (0: the kind's default); "
         f"got {num_samples}, {batch_size}, {steps}")
 if not (0 <= eta <= 1 or eta == -1):
     die(f"--eta must be in [0, 1] (or -1: the checkpoint kind's default), got {eta}")
-if out and not (os.path.isdir(os.path.dirname(out) or '.') and os.access(os.path.dirname(out) or '.', os.W_OK)):
-    die(f"--out={out}: no writable folder {os.path.dirname(out) or '.'}")
+
+
+def is_samples_file(path):
+    """Whether path holds what --out writes (a JSON object with samples and ids): a file it may replace."""
+    try:
+        with open(path, 'rb') as f:
+            if f.read(1) != b'{':  # a checkpoint, a data file: not read on
+                return False
+            f.seek(0)
+            found = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and {'samples', 'ids'} <= set(found)
+
+
+if os.path.isfile(init_from):  # never a hub name
+    die(f"--init_from={init_from} is a file; --init_from takes a released checkpoint (a name or its folder), "
+        f"and a checkpoint of train.py is read with --ckpt={init_from}")
+source = ckpt or os.path.join(out_dir, 'ckpt.pt')
+read = [os.path.join(init_from, f) for f in ('config.json', 'model.safetensors')] if init_from else [source]
+if out:  # where the samples go is checked now, before the sampling
+    if os.path.isdir(out):
+        die(f"--out={out} is a folder; name a file in it, e.g. --out={os.path.join(out, 'samples.json')}")
+    folder = os.path.dirname(out) or '.'
+    if (not os.path.exists(out) or os.path.isfile(out)) and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+        die(f"--out={out}: no writable folder {folder}")  # (a new file, or a temporary one beside the old)
+    if os.path.exists(out) and any(os.path.exists(f) and os.path.samefile(out, f) for f in read):
+        die(f"--out={out} is the checkpoint being sampled; write the samples to another file")
+    if os.path.exists(out) and not force and not is_samples_file(out):
+        die(f"--out={out} exists and is not a samples file; name a new file, or replace it with --force=True")
 if start.startswith('FILE:'):
     try:
         with open(start[5:], 'r', encoding='utf-8') as f:
             start = f.read()
-    except OSError as e:
-        die(f"cannot read the prompt file: {e}")
+    except (OSError, UnicodeDecodeError) as e:
+        die(f"cannot read the prompt file {start[5:]} as UTF-8 text: {e}")
+
+# torch only now: a refused command is refused at once, not after seconds of imports
+import torch  # noqa: E402
+
+import dataset as data  # noqa: E402
+import flm  # noqa: E402
+from tools import runs, textstats  # noqa: E402
+from tools.runs import system  # noqa: E402
+
 device, device_type, dtype, ctx = system(device, dtype)
 
 # -----------------------------------------------------------------------------
@@ -75,7 +119,6 @@ if init_from:
     encode, decode = released.encode, released.decode
     tokenizer = released.tokenizer or 'ids'  # no known tokenizer: the texts are the ids
 else:
-    source = ckpt or os.path.join(out_dir, 'ckpt.pt')
     kind, model, teacher, meta = runs.for_sampling(source, device, 'ema' if ema else 'model')
     data_dir, (encode, decode) = data.folder(meta['dataset']), data.codec(meta)
     tokenizer = 'characters' if 'itos' in meta else meta.get('tokenizer', 'gpt2')
@@ -125,7 +168,17 @@ if stats and data_dir and os.path.isfile(os.path.join(data_dir, 'train.bin')):
     figures = textstats.text_figures(samples, words)
     print(textstats.report(name, figures, reference))
     result['stats'], result['reference'] = figures, reference
-if out:
-    with open(out, 'w', encoding='utf-8') as f:
-        json.dump(result, f, indent=1)
+if out:  # a regular file through a temporary one, renamed: a failed write leaves what was there
+    path = out if os.path.exists(out) and not os.path.isfile(out) else out + '.tmp'  # (a device with --force)
+    try:
+        try:
+            with open(path, 'w', encoding='utf-8') as f:
+                json.dump(result, f, indent=1)
+            if path != out:
+                os.replace(path, out)
+        finally:
+            if path != out and os.path.exists(path):
+                os.remove(path)
+    except OSError as e:
+        die(f"cannot write {out}: {e.strerror or e}")
     print(f"wrote {out}")

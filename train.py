@@ -96,7 +96,7 @@ config = {**defaults, **given}
 ckpt_path = os.path.join(config['out_dir'], 'ckpt.pt')
 checkpoint = None
 if config['init_from'] == 'resume':  # the run's own options; the command line may change a few
-    checkpoint = runs.load_checkpoint(ckpt_path, '--init_from=resume')
+    checkpoint = runs.load_checkpoint(ckpt_path, '--init_from=resume', resume=True)
     config = resume_config(defaults, given, checkpoint['config'], {
         'max_iters', 'learning_rate', 'warmup_iters', 'decay_lr', 'lr_decay_iters', 'min_lr', 'grad_clip',
         'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps', 'eval_samples', 'eval_ref_steps',
@@ -172,9 +172,9 @@ model = (runs.student(kind, teacher_net, loss_weighting) if distilling
          else runs.network(kind, model_args).to(device))
 model_args = runs.options_of(teacher or stage1, asdict(model.cfg), given, distilling and 'error')
 if checkpoint is not None:
-    model.load_state_dict(checkpoint['model'])
+    runs.load_weights(model, checkpoint['model'], ckpt_path)
 elif released is not None:
-    model.load_state_dict(released['ema'])
+    runs.load_weights(model, released['ema'], init_from)
 if master_process:
     print(f"{kind} network with {model.num_params() / 1e6:.2f}M parameters"
           + (f", distilled from {teacher or stage1}" if distilling else "")
@@ -184,7 +184,7 @@ table = flm.g_table(vocab_size, device)  # G(t), on the device: no host sync in 
 optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(beta1, beta2),
                               weight_decay=weight_decay, fused=device_type == 'cuda')
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    runs.load_weights(optimizer, checkpoint['optimizer'], ckpt_path)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 
 raw_model = model
@@ -194,7 +194,7 @@ if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 ema = copy.deepcopy(raw_model).eval().requires_grad_(False)  # after DDP: every rank starts from rank 0's weights
 if checkpoint is not None:
-    ema.load_state_dict(checkpoint['ema'])
+    runs.load_weights(ema, checkpoint['ema'], ckpt_path)
     runs.restore_rng(checkpoint['rng'], rank, world_size, device_type, master_process)
 checkpoint = released = None  # free memory
 # the loss of each kind: the FLM's CE (flm.py 3), its flow map's KL semigroup loss (flm.py 5), or another's

@@ -118,7 +118,7 @@ def test_gpt2_judge_without_transformers_is_a_clear_error(tmp_path):
     fake = tmp_path / 'site' / 'transformers'
     fake.mkdir(parents=True)
     (fake / '__init__.py').write_text("raise ImportError('not installed')\n")
-    (tmp_path / 's.json').write_text(json.dumps({'samples': [''], 'ids': [[1, 2]]}))
+    (tmp_path / 's.json').write_text(json.dumps({'samples': ['ab'], 'ids': [[1, 2]]}))
     r = run_script('tools/judge.py', '--samples=s.json', '--judge=gpt2-large', cwd=tmp_path,
                    env={'PYTHONPATH': str(tmp_path / 'site')})
     assert_one_line_error(r, 'transformers', 'pip install')

@@ -63,7 +63,12 @@ def ar_judge(path, device):
             die(f"--judge: samples of {x.size(1)} tokens are longer than the judge's block ({net.cfg.block_size})")
         nll = torch.cat([baselines.ar_nll(net, x[i:i + batch], K) for i in range(0, len(x), batch)])
         return nll.double().sum().item(), nll.numel()
-    return {'score': score, 'paper': False}
+
+    def decode(ids, tokenizer):  # the text the ids must have (check_samples); None: not checked
+        if stoi is not None:
+            return ''.join(ckpt['meta']['itos'][i] for i in ids)
+        return data.gpt2_text(ids, data.gpt2_encoding()) if tokenizer in (None, 'gpt2') else None
+    return {'score': score, 'paper': False, 'vocab_size': K, 'decode': decode}
 
 
 def paper_counted(x, eos):
@@ -116,12 +121,16 @@ def gpt2_judge(name, device):
             total += (nll.double() * counted).sum().item()
             count += int(counted.sum())
         return total, count
-    return {'score': score, 'paper': True}
+    # the ids are the sampler's (its entropy), in the samples' tokenizer: checked against the texts for GPT-2's
+    decode = lambda ids, tokenizer: data.gpt2_text(ids, enc) if tokenizer == 'gpt2' else None  # noqa: E731
+    return {'score': score, 'paper': True, 'vocab_size': None, 'decode': decode}
 
 
 def load_judge(path, device):
-    """-> {'score': score, 'paper': bool}: score(texts, ids, tokenizer, batch) -> (the sum of the scored
-    tokens' NLLs, their count) under the judge; 'paper': the paper's protocol (a GPT-2 judge)."""
+    """-> {'score': score, 'paper': bool, 'vocab_size': K, 'decode': decode}: score(texts, ids, tokenizer,
+    batch) -> (the sum of the scored tokens' NLLs, their count) under the judge; 'paper': the paper's
+    protocol (a GPT-2 judge); K: the vocabulary the ids must be in (None: any); decode(ids, tokenizer) ->
+    the text the ids must have (None: not checked). check_samples reads the last two."""
     if os.path.isfile(path):
         return ar_judge(path, device)
     if not os.path.isdir(path) and (path.endswith(('.pt', '.pth')) or path.startswith(('.', '/', '~'))
@@ -136,9 +145,25 @@ def judge_samples(judge, texts, ids, batch=16, device='cpu', tokenizer=None):
     tokenizer that made the ids, as sample.py records it: 'gpt2', 'bert-base-uncased', 'characters', 'ids'
     (texts that are the ids themselves), or None where a file does not say):
     'token_entropy' of the ids (the paper's record_entropy), 'entropy' of the texts' characters."""
+    check_samples(texts, ids, judge, tokenizer)
     total, count = judge['score'](texts, ids, tokenizer, batch)
     return {'gen_ppl': math.exp(total / count), 'entropy': textstats.mean_unigram_entropy(texts),
             'token_entropy': textstats.mean_unigram_entropy(ids), 'scored_tokens': count}
+
+
+def check_samples(texts, ids, judge, tokenizer):
+    """One-line errors for samples the judge cannot judge: no text, ids outside its vocabulary, or texts
+    that are not their ids decoded (the Gen PPL and the entropies would describe different samples)."""
+    K, decode = judge.get('vocab_size'), judge.get('decode')
+    for i, (text, sample) in enumerate(zip(texts, ids)):
+        if not text:
+            die(f"sample {i} is an empty text: nothing to judge")
+        if K is not None and max(sample) >= K:
+            die(f"--judge: sample {i} has ids up to {max(sample)}, outside the judge's vocabulary of {K}")
+        decoded = decode(sample, tokenizer) if decode else None
+        if decoded is not None and decoded != text:
+            die(f"sample {i}: its text ({len(text)} characters) is not its {len(sample)} ids decoded "
+                f"(as {tokenizer or 'the judge reads them'}): the texts and ids disagree")
 
 
 def read_samples(path):
@@ -156,6 +181,8 @@ def read_samples(path):
     if not ok:
         die(f"{path} is not a samples file of sample.py: it needs 'samples' (texts) and 'ids' (as many non-empty "
             f"lists of token ids, all of one length)")
+    if not all(texts):
+        die(f"{path}: sample {texts.index('')} is an empty text: nothing to judge")
     settings = data.get('settings') if isinstance(data.get('settings'), dict) else {}
     return texts, ids, {'settings': settings, 'seconds_per_sample': data.get('seconds_per_sample')}
 

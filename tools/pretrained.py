@@ -72,9 +72,14 @@ def _files(name_or_folder):
             if not os.path.isfile(os.path.join(folder, f)):
                 die(f"{folder} has no {f}: a released checkpoint's folder holds {' and '.join(FILES)}")
         return folder, folder
+    if os.path.isfile(name_or_folder):
+        die(f"{name_or_folder} is a file: a released checkpoint is a name, owner/name on the hub or a folder")
     repo = f"{OWNER}/{name_or_folder}" if name_or_folder in SHORT_NAMES else name_or_folder
     if repo.count('/') != 1:
         die(f"'{name_or_folder}' is not a folder, nor one of {', '.join(SHORT_NAMES)}, nor owner/name on the hub")
+    if (repo.endswith(('.pt', '.pth', '.safetensors', '.json')) or repo.startswith(('.', '~'))
+            or os.path.isdir(repo.split('/')[0])):  # a mistyped path is no name to look up online
+        die(f"{name_or_folder}: no such folder")
     hub = _require('huggingface_hub', 'huggingface_hub')
     try:
         paths = [hub.hf_hub_download(repo, f) for f in FILES]
@@ -91,13 +96,18 @@ def _model_args(config, two_times, src):
             die(f"{src}: a causal (autoregressive) DiT, not an FLM or FMLM")
         if algo.get('name') == 'flm_distill':
             die(f"{src}: a stage-1 residual network (algo.name flm_distill): it samples only with its teacher")
-        return dict(vocab_size=int(config['vocab_size']), block_size=int(model['length']),
+        args = dict(vocab_size=int(config['vocab_size']), block_size=int(model['length']),
                     n_layer=int(model['n_blocks']), n_head=int(model['n_heads']),
                     n_embd=int(model['hidden_size']), n_cond=int(model['cond_dim']),
                     dropout=float(model.get('dropout', 0.0)), two_times=two_times,
                     ln_scale=True, attn_softcap=50.0, time_scale=1.0, embed_dropout=False)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         die(f"{src}: config.json lacks or garbles the field {e}")
+    sizes = ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'n_cond')
+    if min(args[k] for k in sizes) <= 0 or args['n_embd'] % (2 * args['n_head']) or not 0 <= args['dropout'] < 1:
+        die(f"{src}: config.json's sizes must be > 0, with hidden_size split into n_heads heads of even width; "
+            f"got {', '.join(f'{k}={args[k]}' for k in sizes)}")
+    return args
 
 
 # flm.FLM's state-dict names -> the reference DIT's: the top-level modules, then inside a block

@@ -17,6 +17,7 @@ import copy
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -47,14 +48,16 @@ def frozen(kind, model_args, state_dict, device):
     net = network(kind, model_args)
     # w of the learnable loss weighting is for training only: sampling never reads it
     fresh_w = {k: v for k, v in net.state_dict().items() if k.startswith('loss_weight.')}
-    net.load_state_dict({**{k: v for k, v in state_dict.items() if not k.startswith('loss_weight.')}, **fresh_w})
+    load_weights(net, {**{k: v for k, v in state_dict.items() if not k.startswith('loss_weight.')}, **fresh_w},
+                 f"a '{kind}' network")
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval().to(device)
 
 
-def load_checkpoint(path, flag, device='cpu'):
-    """A checkpoint written by train.py, loaded with weights_only=True (a file cannot run code).
+def load_checkpoint(path, flag, device='cpu', resume=False):
+    """A checkpoint written by train.py, loaded with weights_only=True (a file cannot run code), its
+    parts checked to be what train.py writes (and with resume=True, what a resumed run needs).
     flag: the option that named the file, for the one-line errors."""
     if not os.path.isfile(path):
         die(f"{flag}: no checkpoint at {path}")
@@ -67,10 +70,44 @@ def load_checkpoint(path, flag, device='cpu'):
         die(f"{flag}: cannot load {path}: {why}")
     if not isinstance(ckpt, dict) or not {'model_args', 'model', 'ema', 'meta', 'config'} <= set(ckpt):
         die(f"{flag}: {path} is not a checkpoint written by train.py")
+    problem = checkpoint_problem(ckpt, resume)
+    if problem:
+        die(f"{flag}: {path} is not a checkpoint written by train.py: {problem}")
     kind = ckpt.get('kind', 'flm')
     if kind not in KINDS:
         die(f"{flag}: {path} is a '{kind}' checkpoint; the kinds are {', '.join(KINDS)}")
     return ckpt
+
+
+SIZES = ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'n_cond')  # model_args that must be > 0
+
+
+def checkpoint_problem(ckpt, resume=False):
+    """What is wrong with the parts of a loaded checkpoint (None: nothing), before any of them is used."""
+    args, fields = ckpt['model_args'], set(flm.FLMConfig.__dataclass_fields__)
+    if not isinstance(args, dict) or not set(SIZES) <= set(args) or not set(args) <= fields:
+        return f"model_args must give {', '.join(SIZES)} (and only FLMConfig's fields)"
+    if not all(type(args[k]) is int and args[k] > 0 for k in SIZES) or args['n_embd'] % (2 * args['n_head']):
+        return "model_args' sizes must be whole numbers > 0, with n_embd split into n_head heads of even width"
+    for part in ('model', 'ema'):
+        if not isinstance(ckpt[part], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt[part].values()):
+            return f"'{part}' is not a dict of weights"
+    if not isinstance(ckpt['config'], dict) or not isinstance(ckpt['config'].get('dataset'), str):
+        return "its config does not name the dataset"
+    if not isinstance(ckpt['meta'], dict):
+        return "'meta' is not a dict"
+    if resume and not (type(ckpt.get('iter_num')) is int and ckpt['iter_num'] >= 0
+                       and isinstance(ckpt.get('optimizer'), dict) and isinstance(ckpt.get('rng'), list)):
+        return "a resumed run needs its iter_num, optimizer and rng"
+    return None
+
+
+def load_weights(module, state, what):
+    """module.load_state_dict(state), where a state that does not fit is a one-line error."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        die(f"{what}: the saved state does not fit: {str(e).strip().splitlines()[0][:200]}")
 
 
 def require_kind(ckpt, path, flag, kind):
@@ -304,11 +341,51 @@ def ce_figures(kind, net, batches, table, log_pi, generator, ctx):
 
 
 def log_eval(out_dir, iter_num, kind, ev):
-    """out_dir/eval_log.jsonl (for tools/plot_eval.py): one line per evaluated iteration, also across resumes."""
-    path = os.path.join(out_dir, 'eval_log.jsonl')
-    kept = [line for line in open(path) if json.loads(line)['iter'] < iter_num] if os.path.isfile(path) else []
-    with open(path, 'w') as f:
-        f.writelines(kept + [json.dumps({'iter': iter_num, 'kind': kind, **ev}) + '\n'])
+    """out_dir/eval_log.jsonl (for tools/plot_eval.py): one line per evaluated iteration, also across resumes.
+    Never fatal: a line that is no record is dropped, a log that cannot be written is skipped, with a warning."""
+    path, kept, dropped = os.path.join(out_dir, 'eval_log.jsonl'), [], []
+    try:
+        with open(path, 'rb') as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    if json.loads(line)['iter'] < iter_num:
+                        kept.append(line.rstrip(b'\n') + b'\n')
+                except (ValueError, TypeError, KeyError, IndexError):
+                    dropped.append(n)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        dropped.append(f'all ({e.strerror or e})')
+    if dropped:
+        print(f"warning: {path}: dropped line(s) {', '.join(map(str, dropped))}, not eval records", file=sys.stderr)
+    try:  # through a temporary file: a kill while writing leaves the old log
+        with open(path + '.tmp', 'wb') as f:
+            f.writelines(kept + [json.dumps({'iter': iter_num, 'kind': kind, **ev}).encode() + b'\n'])
+        os.replace(path + '.tmp', path)
+    except OSError as e:
+        print(f"warning: cannot write {path} ({e.strerror or e}); the checkpoint is saved all the same", file=sys.stderr)
+
+
+def read_index(path, keys):
+    """A JSON dict of records, name -> a dict with the given keys (tools/sweep.py's samples/index.json).
+    Never fatal: a file that is not such a dict is rebuilt (empty), an entry that is not such a record
+    is dropped, with a warning; what was dropped is made again."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            index = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"warning: {path} is unreadable ({type(e).__name__}); rebuilt", file=sys.stderr)
+        return {}
+    if not isinstance(index, dict):
+        print(f"warning: {path} is not a dict of records; rebuilt", file=sys.stderr)
+        return {}
+    bad = [k for k, v in index.items() if not (isinstance(v, dict) and set(keys) <= set(v))]
+    if bad:
+        print(f"warning: {path}: dropped the entries {', '.join(bad)}, not records", file=sys.stderr)
+    return {k: v for k, v in index.items() if k not in bad}
+
 
 def fit(net, loss_fn, batch, iters, lr, warmup, ema_decay, min_lr=1e-4, every=0, report=None):
     """The notebooks' training loop: train.py's step without its machinery (AdamW, the LR schedule,

@@ -77,19 +77,26 @@ def sample_file(name, path, steps, eta, n=num_samples, batch=batch_size):
     """The samples file of one setting, made by sample.py unless the same command already made it."""
     out = os.path.join(out_dir, 'samples', f'{name}.json')
     index_path = os.path.join(out_dir, 'samples', 'index.json')  # name -> the command of its file
-    index = json.load(open(index_path)) if os.path.isfile(index_path) else {}
+    index = runs.read_index(index_path, ('args', 'ckpt_mtime'))
     args = [os.path.join(here, 'sample.py'), f'--ckpt={path}', f'--steps={steps}', f'--num_samples={n}',
             f'--batch_size={batch}', f'--seed={seed}', f'--out={out}', '--stats=False', f'--device={device}']
     if eta != -1:
         args.append(f'--eta={eta}')
     record = {'args': args, 'ckpt_mtime': os.path.getmtime(path)}  # a retrained checkpoint is sampled again
     if not (os.path.isfile(out) and index.get(name) == record):
+        if os.path.isfile(out):  # the sweep's own stale file (sample.py replaces only samples files)
+            os.remove(out)
         proc = subprocess.run([sys.executable] + args, capture_output=True, text=True)
         if proc.returncode != 0:
             die(f"sampling {name} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
         index[name] = record
-        with open(index_path, 'w') as f:
-            json.dump(index, f, indent=1)
+        try:  # through a temporary file: a kill while writing leaves the old index
+            with open(index_path + '.tmp', 'w', encoding='utf-8') as f:
+                json.dump(index, f, indent=1)
+            os.replace(index_path + '.tmp', index_path)
+        except OSError as e:
+            print(f"warning: cannot write {index_path} ({e.strerror or e}); its samples will be made again",
+                  file=sys.stderr)
     return out
 
 

@@ -23,6 +23,8 @@ for arg in sys.argv[1:]:
         sys.exit(f"error: expected --input=FILE and/or --out_dir=FOLDER, got '{arg}'")
     options[key] = value
 input_path, out_dir = options["input"] or os.path.join(here, "input.txt"), options["out_dir"]
+if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    sys.exit(f"error: --out_dir={out_dir} is a file, not a folder")
 
 if not options["input"] and not os.path.exists(input_path):
     try:
@@ -50,9 +52,15 @@ itos = {i: ch for i, ch in enumerate(chars)}
 train_ids = np.array([stoi[c] for c in data[: int(n * 0.9)]], dtype=np.uint16)
 val_ids = np.array([stoi[c] for c in data[int(n * 0.9):]], dtype=np.uint16)
 print(f"train has {len(train_ids):,} tokens, val has {len(val_ids):,} tokens")
-os.makedirs(out_dir, exist_ok=True)
-train_ids.tofile(os.path.join(out_dir, "train.bin"))
-val_ids.tofile(os.path.join(out_dir, "val.bin"))
-with open(os.path.join(out_dir, "meta.pkl"), "wb") as f:
-    pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
+files = {"train.bin": train_ids.tobytes(), "val.bin": val_ids.tobytes(),
+         "meta.pkl": pickle.dumps({"vocab_size": len(chars), "itos": itos, "stoi": stoi})}
+try:  # every file written first, then renamed: good data is never replaced by a half-written file
+    os.makedirs(out_dir, exist_ok=True)
+    for name, content in files.items():
+        with open(os.path.join(out_dir, name + ".tmp"), "wb") as f:
+            f.write(content)
+    for name in files:
+        os.replace(os.path.join(out_dir, name + ".tmp"), os.path.join(out_dir, name))
+except OSError as e:
+    sys.exit(f"error: cannot write the data in {out_dir}: {e}")
 print(f"wrote {out_dir}")
