@@ -2,47 +2,31 @@
 Sample from a checkpoint of any kind train.py writes: an FLM with flm.euler_sample, 64 Euler steps
 (by default with fresh noise, --eta=0.6; --eta=0 is the paper's deterministic sampler), its flow map
 with the same sampler in one step (flow_map=True), MDLM in 128 steps, AR left to right (tools/runs.py).
+A released checkpoint of the paper (--init_from, tools/pretrained.py) samples the paper's way: --eta=0,
+1024 Euler steps for an FLM, one jump for an FMLM.
 
 $ python sample.py --steps=8 --num_samples=4 --start="ROMEO:"   # out-shakespeare-char/ckpt.pt
-$ python sample.py --out_dir=out-shakespeare-char-fm           # one step
-$ python sample.py --ckpt=path/to/ckpt.pt --start=FILE:prompt.txt --out=samples.json
-$ python sample.py --init_from=FMLM-B-OWT                # the paper's released checkpoints (tools/pretrained.py)
+$ python sample.py --out_dir=out-shakespeare-char-fm --out=fm.json   # one step; texts, ids, settings, speed
+$ python sample.py --init_from=FMLM-B-OWT --start=FILE:prompt.txt
 
-A released checkpoint (--init_from) samples the paper's way unless told otherwise: its
-deterministic sampler (--eta=0) with the steps of the paper's evaluation, 1024 Euler steps for an
-FLM and one jump for an FMLM.
-
---out writes the texts, their token ids, the settings (with the tokenizer that made the ids) and
-the seconds per sample (python -m tools.judge reads it). The texts are decoded as the paper's code
-decodes its samples, which is what its Gen PPL reads. It writes a new file or replaces a samples
-file; anything else only with --force, and never the checkpoint it reads.
+--out (read by python -m tools.judge) is a new file or a samples file; anything else only with --force.
 """
 
-import json
 import os
-import signal
 import sys
 import time
 
+from configurator import configure, die
+from tools import files  # no torch: a refused command answers at once
 
-def _quiet_stop(signum, frame):
-    """Ctrl-C, at any moment from here on (the imports included): one line, no traceback."""
-    print("stopped by Ctrl-C; no samples file written", file=sys.stderr)
-    sys.exit(128 + signum)
-
-
-signal.signal(signal.SIGINT, _quiet_stop)
-
-from configurator import configure, die  # noqa: E402
+files.quiet_ctrl_c("no samples file written")
 
 # -----------------------------------------------------------------------------
 out_dir = 'out-shakespeare-char'  # reads out_dir/ckpt.pt ...
 ckpt = ''                 # ... or this path
-init_from = ''            # ... or a released checkpoint of the paper: FLM-B-OWT, FMLM-B-OWT, FLM-B-LM1B,
-                          # FMLM-B-LM1B, owner/name on the hub, or a folder in that layout
+init_from = ''            # ... or a release of the paper: FLM-B-OWT, FMLM-B-OWT, FLM-B-LM1B, FMLM-B-LM1B, owner/name, a folder
 steps = 0                 # sampler steps; 0: the kind's default (64 FLM, 1 flow map, 128 MDLM; a release: 1024 FLM)
-eta = -1.0                # FLM: share of fresh noise after each step (flm.py 4); -1: 0.6 for an FLM, else 0
-                          # (a release: 0, the paper's sampler)
+eta = -1.0                # FLM: share of fresh noise after each step (flm.py 4); -1: 0.6 for an FLM, else 0 (a release: 0)
 num_samples = 8
 batch_size = 16           # samples generated at once
 start = ''                # prompt text at the start of every sample, or FILE:path
@@ -63,52 +47,23 @@ if num_samples <= 0 or batch_size <= 0 or not 0 <= steps <= MAX_STEPS:
         f"got {num_samples}, {batch_size}, {steps}")
 if not (0 <= eta <= 1 or eta == -1):
     die(f"--eta must be in [0, 1] (or -1: the checkpoint kind's default), got {eta}")
-
-
-def is_samples_file(path):
-    """Whether path holds what --out writes (a JSON object with samples and ids): a file it may replace."""
-    try:
-        with open(path, 'rb') as f:
-            if f.read(1) != b'{':  # a checkpoint, a data file: not read on
-                return False
-            f.seek(0)
-            found = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(found, dict) and {'samples', 'ids'} <= set(found)
-
-
 if os.path.isfile(init_from):  # never a hub name
     die(f"--init_from={init_from} is a file; --init_from takes a released checkpoint (a name or its folder), "
         f"and a checkpoint of train.py is read with --ckpt={init_from}")
 source = ckpt or os.path.join(out_dir, 'ckpt.pt')
 read = [os.path.join(init_from, f) for f in ('config.json', 'model.safetensors')] if init_from else [source]
-if out:  # where the samples go is checked now, before the sampling
-    if os.path.isdir(out):
-        die(f"--out={out} is a folder; name a file in it, e.g. --out={os.path.join(out, 'samples.json')}")
-    folder = os.path.dirname(out) or '.'
-    if (not os.path.exists(out) or os.path.isfile(out)) and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-        die(f"--out={out}: no writable folder {folder}")  # (a new file, or a temporary one beside the old)
-    if os.path.exists(out) and any(os.path.exists(f) and os.path.samefile(out, f) for f in read):
-        die(f"--out={out} is the checkpoint being sampled; write the samples to another file")
-    if os.path.exists(out) and not force and not is_samples_file(out):
-        die(f"--out={out} exists and is not a samples file; name a new file, or replace it with --force=True")
-if start.startswith('FILE:'):
-    try:
-        with open(start[5:], 'r', encoding='utf-8') as f:
-            start = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        die(f"cannot read the prompt file {start[5:]} as UTF-8 text: {e}")
+if out:  # where the samples go: checked before the sampling
+    files.check_output(out, read, force)
+start = files.read_prompt(start)
 
-# torch only now: a refused command is refused at once, not after seconds of imports
+# torch only now, after the checks
 import torch  # noqa: E402
 
 import dataset as data  # noqa: E402
 import flm  # noqa: E402
 from tools import runs, textstats  # noqa: E402
-from tools.runs import system  # noqa: E402
 
-device, device_type, dtype, ctx = system(device, dtype)
+device, device_type, dtype, ctx = runs.system(device, dtype)
 
 # -----------------------------------------------------------------------------
 data_dir = ''
@@ -123,13 +78,8 @@ else:
     data_dir, (encode, decode) = data.folder(meta['dataset']), data.codec(meta)
     tokenizer = 'characters' if 'itos' in meta else meta.get('tokenizer', 'gpt2')
 L, K = model.cfg.block_size, model.cfg.vocab_size
-PAPER_STEPS = {'flm': 1024, 'stage2': 1}  # a release's default: the paper's evaluation (its Gen PPL table)
-steps = L if kind == 'ar' else steps or (PAPER_STEPS[kind] if init_from else runs.DEFAULT_STEPS[kind])
-if kind in ('ar', 'mdlm') and eta != -1:
-    die(f"--eta is the flow samplers' fresh noise; the {kind} sampler has none")
-eta = eta if eta >= 0 else (0.6 if kind == 'flm' and not init_from else 0.0)
-if kind == 'stage1' and eta > 0:
-    die("--eta: the stage-1 sampler has no fresh-noise option (its state is not a denoiser's estimate); use --eta=0")
+steps = L if kind == 'ar' else steps or (runs.PAPER_STEPS if init_from else runs.DEFAULT_STEPS)[kind]
+eta = runs.sampler_eta(kind, eta, released=bool(init_from))
 prompt = encode(start)
 if len(prompt) > L:
     die(f"the prompt is {len(prompt)} tokens long, longer than the block ({L})")
@@ -154,9 +104,7 @@ if device_type == 'cuda':
     torch.cuda.synchronize()
 seconds = (time.time() - t0) / num_samples
 samples = [decode(ids) for ids in samples_ids]
-for s in samples:
-    print(s)
-    print('---------------')
+print('\n---------------\n'.join(samples) + '\n---------------')
 name = f"{kind}, {steps} steps" + (f", eta {eta:g}" if kind not in ('ar', 'mdlm') else '')
 print(f"{seconds:.3f} s per sample ({name}, {num_samples} samples, batch {batch_size}, {device})")
 
@@ -168,17 +116,5 @@ if stats and data_dir and os.path.isfile(os.path.join(data_dir, 'train.bin')):
     figures = textstats.text_figures(samples, words)
     print(textstats.report(name, figures, reference))
     result['stats'], result['reference'] = figures, reference
-if out:  # a regular file through a temporary one, renamed: a failed write leaves what was there
-    path = out if os.path.exists(out) and not os.path.isfile(out) else out + '.tmp'  # (a device with --force)
-    try:
-        try:
-            with open(path, 'w', encoding='utf-8') as f:
-                json.dump(result, f, indent=1)
-            if path != out:
-                os.replace(path, out)
-        finally:
-            if path != out and os.path.exists(path):
-                os.remove(path)
-    except OSError as e:
-        die(f"cannot write {out}: {e.strerror or e}")
-    print(f"wrote {out}")
+if out:
+    files.write_json(out, result)

@@ -31,6 +31,7 @@ from tools import baselines
 KINDS = ('flm', 'stage1', 'stage2', 'flowmap', 'ar', 'mdlm')
 FLOW_MAPS = ('stage1', 'stage2', 'flowmap')
 DEFAULT_STEPS = {'flm': 64, 'stage1': 1, 'stage2': 1, 'flowmap': 1, 'mdlm': 128, 'ar': 0}  # 0: AR, one pass per token
+PAPER_STEPS = {'flm': 1024, 'stage2': 1}  # a release's default: the steps of the paper's evaluation (its Gen PPL)
 BOUNDARY_EVERY = {'stage1': 64, 'stage2': 128, 'flowmap': 64}  # the boundary jump (0, 1): once in so many (method.md)
 WEIGHTED = ('stage1',)  # the kinds that use the learnable loss weighting by default (the paper's code)
 EVAL_T = (0.1, 0.3, 0.5, 0.7, 0.9)  # the eval grid: model times t (FLM), masked shares (MDLM)
@@ -190,6 +191,17 @@ def for_sampling(path, device, weights='ema'):
         die(f"{path} has weights that are not finite numbers (a diverged run); sample an earlier checkpoint")
     net, teacher = from_checkpoint(ckpt, device, weights)
     return ckpt['kind'], net, teacher, {**ckpt['meta'], 'dataset': ckpt['config']['dataset']}
+
+
+def sampler_eta(kind, eta, released=False):
+    """sample.py's --eta for the kind: -1 is the kind's default (0.6 for an FLM of this project, 0 for a
+    release or a flow map); a one-line error for a sampler that has no fresh noise."""
+    if kind in ('ar', 'mdlm') and eta != -1:
+        die(f"--eta is the flow samplers' fresh noise; the {kind} sampler has none")
+    eta = eta if eta >= 0 else (0.6 if kind == 'flm' and not released else 0.0)
+    if kind == 'stage1' and eta > 0:
+        die("--eta: the stage-1 sampler has no fresh-noise option (its state is not a denoiser's estimate); use --eta=0")
+    return eta
 
 
 def prompt_positions(prompt, B, L, device):
