@@ -70,8 +70,8 @@ def overrides(defaults, argv):
 
 
 def run_config_file(path):
-    """The names a config file (plain Python assignments) sets. A file that cannot be read or run is a
-    one-line error naming the file and the line."""
+    """The names a config file (plain Python assignments, and include('file.py') of another beside it)
+    sets. A file that cannot be read or run is a one-line error naming the file and the line."""
     try:
         with open(path, encoding='utf-8') as f:
             code = compile(f.read(), path, 'exec')
@@ -80,8 +80,10 @@ def run_config_file(path):
     except (OSError, UnicodeDecodeError, ValueError) as e:
         die(f"config file {path}: cannot read it: {e}")
     values = {}
+    # include('other.py'): the values of another config file beside this one, set where it is called
+    include = lambda other: values.update(run_config_file(os.path.join(os.path.dirname(path), other)))  # noqa: E731
     try:
-        exec(code, {}, values)
+        exec(code, {'include': include}, values)
     except Exception as e:
         import traceback
         line = [frame.lineno for frame in traceback.extract_tb(e.__traceback__) if frame.filename == path]

@@ -243,3 +243,17 @@ def write_blocks(dset, path, bos, eos, block_size):
     arr.flush()
     os.replace(path + '.tmp', path)  # a half-written file is never mistaken for data
     print(f"{os.path.basename(path)}: {n_blocks:,} blocks of {block_size} = {arr.size:,} tokens")
+
+
+def hub_prepare_options(argv, here):
+    """(out_dir, num_proc) of a prepare script that reads a hub dataset: --out_dir=FOLDER (default: the
+    script's folder) and --num_proc=N (default: half the cores); anything else is a one-line error."""
+    options = {"out_dir": here, "num_proc": str(max(1, (os.cpu_count() or 2) // 2))}
+    for arg in argv:
+        key, _, value = arg[2:].partition("=")
+        if not arg.startswith("--") or key not in options or not value:
+            sys.exit(f"error: expected --out_dir=FOLDER and/or --num_proc=N, got '{arg}'")
+        options[key] = value
+    if not options["num_proc"].isdigit() or int(options["num_proc"]) < 1:
+        sys.exit(f"error: --num_proc takes a whole number >= 1, got '{options['num_proc']}'")
+    return options["out_dir"], int(options["num_proc"])

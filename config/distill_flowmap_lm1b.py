@@ -12,25 +12,7 @@
 # configs/lr_scheduler/constant_warmup.yaml (2500 warmup steps, then constant). That script trains stage 1
 # (config/distill_stage1_lm1b.py); the one-network KL target is not in that code: the diagonal share 1/2 is
 # method.md 8's.
+include('distill_stage1_lm1b.py')  # its script's settings, and the paper's recipe
 kind = 'flowmap'
 out_dir = 'out-lm1b-fm'
-dataset = 'lm1b'
-block_size = 128
-batch_size = 128
-gradient_accumulation_steps = 4   # 128 x 4 = 512 sequences per step, over all processes
-learning_rate = 3e-4
-beta1 = 0.9
-beta2 = 0.999
-weight_decay = 0.0
-warmup_iters = 2500
-decay_lr = False
-max_iters = 1_000_000
-grad_clip = 1.0
-ema_decay = 0.9999
-boundary_every = 64
 diagonal_share = 0.5
-loss_weighting = True
-eval_interval = 10000
-eval_samples = 16
-log_interval = 100
-compile = True

@@ -11,25 +11,16 @@
 # configs/lr_scheduler/constant_warmup.yaml (2500 warmup steps, then constant). That code trains stage 1
 # (config/distill_stage1_owt.py); its one-network KL target is not in it: the diagonal share 1/2 is method.md
 # 5's, and the loss weighting, which method.md 5 calls optional, follows the script.
+include('paper_recipe.py')
 kind = 'flowmap'
 out_dir = 'out-owt-fm'
 dataset = 'openwebtext'
 block_size = 1024
 batch_size = 16
 gradient_accumulation_steps = 8   # 16 x 8 = 128 sequences per step, over all processes
-learning_rate = 3e-4
-beta1 = 0.9
-beta2 = 0.999
-weight_decay = 0.0
-warmup_iters = 2500
-decay_lr = False
 max_iters = 1_000_000
-grad_clip = 1.0
-ema_decay = 0.9999
 boundary_every = 64
 diagonal_share = 0.5
 loss_weighting = True
 eval_interval = 10000
 eval_samples = 16         # the fixed-noise samples of each evaluation (the script's eval batch per GPU)
-log_interval = 100
-compile = True

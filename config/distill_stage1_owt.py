@@ -7,24 +7,15 @@
 # learnable loss weighting on, bf16, evaluation every 10k steps), with configs/config.yaml's defaults (AdamW
 # betas 0.9, 0.999, no weight decay, gradient clip 1.0, EMA 0.9999) and configs/lr_scheduler/
 # constant_warmup.yaml's schedule (2500 warmup steps, then constant). Model options: the teacher's.
+include('paper_recipe.py')
 kind = 'stage1'
 out_dir = 'out-owt-fm1'
 dataset = 'openwebtext'
 block_size = 1024
 batch_size = 16
 gradient_accumulation_steps = 8   # 16 x 8 = 128 sequences per step, over all processes
-learning_rate = 3e-4
-beta1 = 0.9
-beta2 = 0.999
-weight_decay = 0.0
-warmup_iters = 2500
-decay_lr = False
 max_iters = 1_000_000
-grad_clip = 1.0
-ema_decay = 0.9999
 boundary_every = 64
 loss_weighting = True
 eval_interval = 10000
 eval_samples = 16
-log_interval = 100
-compile = True

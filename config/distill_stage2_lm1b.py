@@ -8,24 +8,15 @@
 # the flag says), with configs/config.yaml's defaults (AdamW betas 0.9, 0.999, no weight decay, gradient
 # clip 1.0, EMA 0.9999) and configs/lr_scheduler/constant_warmup.yaml's schedule (2500 warmup steps, then
 # constant).
+include('paper_recipe.py')
 kind = 'stage2'
 out_dir = 'out-lm1b-fm2'
 dataset = 'lm1b'
 block_size = 128
 batch_size = 128
 gradient_accumulation_steps = 4   # 128 x 4 = 512 sequences per step, over all processes
-learning_rate = 3e-4
-beta1 = 0.9
-beta2 = 0.999
-weight_decay = 0.0
-warmup_iters = 2500
-decay_lr = False
 max_iters = 1_000_000
-grad_clip = 1.0
-ema_decay = 0.9999
 boundary_every = 128
 loss_weighting = False
 eval_interval = 5000
 eval_samples = 16
-log_interval = 100
-compile = True

@@ -12,30 +12,13 @@
 #     embedding of the raw t, dropout in the blocks only (vocab_embed(x) goes straight into them)
 #   configs/config.yaml: optim beta1 0.9, beta2 0.999, weight_decay 0, trainer.gradient_clip_val 1.0,
 #     training.ema 0.9999; configs/lr_scheduler/constant_warmup.yaml: 2500 warmup steps, then constant
+include('paper_recipe.py')
+include('paper_network.py')
 out_dir = 'out-lm1b'
 dataset = 'lm1b'
 block_size = 128
 batch_size = 32
 gradient_accumulation_steps = 16  # 32 x 16 = 512 sequences per step, over all processes
-n_layer = 12
-n_head = 12
-n_embd = 768
-n_cond = 128
-dropout = 0.1
-ln_scale = True
-attn_softcap = 50.0
-time_scale = 1.0
-embed_dropout = False
-learning_rate = 3e-4
-beta1 = 0.9
-beta2 = 0.999
-weight_decay = 0.0
-warmup_iters = 2500
-decay_lr = False
 max_iters = 1_500_000
-grad_clip = 1.0
-ema_decay = 0.9999
 eval_interval = 5000
 eval_iters = 8
-log_interval = 100
-compile = True

@@ -19,7 +19,6 @@ Checked here:
   iterations, saves, resumes exactly and samples in one step; --init_from trains an FLM 3 iterations; a
   release whose L or K differs from the data's is a one-line error.
 """
-import ast
 import importlib.util
 import json
 import os
@@ -38,6 +37,7 @@ import flm  # noqa: E402
 from tools import runs  # noqa: E402
 from tools import pretrained  # noqa: E402
 from configurator import overrides  # noqa: E402
+from test_presets import script_defaults  # noqa: E402
 from conftest import ROOT, run_scripts, write_char_dataset  # noqa: E402
 from test_scripts import losses  # noqa: E402
 
@@ -51,23 +51,10 @@ def fixture_text(name):
     return bytes(FRAMING[name]).decode('utf-8')
 
 
-def train_defaults():
-    """train.py's option defaults, read as the configurator reads them."""
-    out = {}
-    for node in ast.parse(open(os.path.join(ROOT, 'train.py')).read()).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id == 'defaults':
-                break
-            try:
-                out[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
-    return out
-
-
 def preset_network(preset, vocab_size, **extra):
     """The FLMConfig that train.py builds from a preset (train.py's model_args)."""
-    c = {**train_defaults(), **overrides(train_defaults(), [os.path.join(ROOT, 'config', preset)])}
+    defaults = script_defaults('train.py')
+    c = {**defaults, **overrides(defaults, [os.path.join(ROOT, 'config', preset)])}
     return flm.FLMConfig(vocab_size=vocab_size, block_size=c['block_size'], n_layer=c['n_layer'], n_head=c['n_head'],
                          n_embd=c['n_embd'], n_cond=c['n_cond'], dropout=c['dropout'], ln_scale=c['ln_scale'],
                          attn_softcap=c['attn_softcap'], time_scale=c['time_scale'],

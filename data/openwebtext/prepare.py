@@ -34,15 +34,7 @@ def tokenize(texts, enc):
 
 
 def main(argv):
-    options = {"out_dir": here, "num_proc": str(max(1, (os.cpu_count() or 2) // 2))}
-    for arg in argv:
-        key, _, value = arg[2:].partition("=")
-        if not arg.startswith("--") or key not in options or not value:
-            sys.exit(f"error: expected --out_dir=FOLDER and/or --num_proc=N, got '{arg}'")
-        options[key] = value
-    if not options["num_proc"].isdigit() or int(options["num_proc"]) < 1:
-        sys.exit(f"error: --num_proc takes a whole number >= 1, got '{options['num_proc']}'")
-    out_dir, num_proc = options["out_dir"], int(options["num_proc"])
+    out_dir, num_proc = data.hub_prepare_options(argv, here)
     try:  # only this script needs it
         import datasets
     except ImportError:
