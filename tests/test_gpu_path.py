@@ -50,17 +50,16 @@ def grads_of_one_step(net, loss_of, seed):
 
 def test_a_compiled_training_step_equals_the_eager_one():
     """The loss and every gradient of one step with the network compiled (inductor, fullgraph=True: a graph
-    break fails) against eager: the FLM with its state in R^K (K = 65 <= d) and projected (K = 200 > d, the
-    path of the OpenWebText FLM), and the one-network flow map projected (its student and teacher side by
-    side, the student's no-grad target passes compiled too). The losses and their state spaces stay eager
+    break fails) against eager: the FLM and the one-network flow map, each with its state in R^K (K = 65 <= d)
+    and projected (K = 200 > d, the path of the OpenWebText FLM; the flow map's student and teacher side by
+    side), the student's no-grad target passes compiled too. The losses and their state spaces stay eager
     by design (they pick each network's columns and factorize a Gram in float64 every step): the networks
-    are what is compiled, as in train.py. (The flow map in R^K is left out: the same network, and each
-    compiled graph costs ~10 s of CPU here.)"""
+    are what is compiled, as in train.py."""
     # this proves that the networks trace without a graph break and compute what the eager ones do, not how
     # fast: one compile process (a pool of workers would start its own torches), C++ kernels built at -O0 and
     # without SIMD, which takes a third less time than inductor's default
     fast_build = {'compile_threads': 1, 'aot_inductor.debug_compile': True, 'cpp.vec_isa_ok': False}
-    for kind, K, d in (('flm', 65, 80), ('flm', 200, 32), ('flowmap', 200, 32)):
+    for kind, K, d in (('flm', 65, 80), ('flm', 200, 32), ('flowmap', 65, 80), ('flowmap', 200, 32)):
         table = flm.g_table(K)
         x = torch.randint(0, K, (4, TINY['block_size']), generator=torch.Generator().manual_seed(1))
         teacher = tiny('flm', K, d).requires_grad_(False)

@@ -4,7 +4,7 @@ fast is it? On one H100 in under 8 minutes, most of it compiling:
 
 $ python -m tools.gpu_check --out=gpu_check.json
 
-- the OpenWebText preset's network (config/train_owt.py: 12 x 768, L = 1024, K = 50257), compiled, in
+- the OpenWebText preset's network (config/train_owt.py: 12 x 768, L = 1024, K = 50258), compiled, in
   bfloat16 autocast: `steps` training steps of the FLM and of AR on synthetic tokens, through train.py's
   own step (runs.train_step: its on-device non-finite guard), with tokens/s and MFU (runs.train_flops
   over the device's peak: --peak_flops, else runs.PEAK_FLOPS by the GPU's name);
@@ -32,16 +32,15 @@ import torch
 
 import flm
 from tools import runs
-from configurator import configure, die
+from configurator import configure, die, run_config_file
 from tools.runs import system
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET = os.path.join(ROOT, 'config', 'train_owt.py')
-preset = {}
-exec(open(PRESET).read(), {}, preset)  # the OWT preset's network and batch
+preset = run_config_file(PRESET)  # the OWT preset's network and batch
 # -----------------------------------------------------------------------------
 L = preset['block_size']
-K = 50257                 # GPT-2's BPE
+K = 50258                 # the paper's OWT vocabulary: GPT-2's BPE and a pad token
 n_layer = preset['n_layer']
 n_head = preset['n_head']
 n_embd = preset['n_embd']
