@@ -127,6 +127,7 @@ class FLMConfig:
     attn_softcap: float = 0.0        # > 0: attention logits c * tanh(logits / c) (paper: 50)
     time_scale: float = 1000.0       # the time embedding reads time_scale * t (paper: 1, raw t)
     embed_dropout: bool = True       # dropout also on the input embedding (paper: False, blocks only)
+    self_cond: bool = False          # not in the paper: also read the previous D (self-conditioning, below)
 
 
 def timestep_embedding(t, dim, max_period=10000.0, scale=1000.0):
@@ -246,6 +247,9 @@ class FLM(nn.Module):
         # second time of a flow map (the end time t, not t - s), zero-initialised so a student
         # starts as its teacher
         self.time_embed2 = TimeEmbedding(cfg.n_cond, scale=cfg.time_scale) if cfg.two_times else None
+        # self-conditioning (not in the paper): the previous D enters through the input layer too, D @ E,
+        # then a d x d layer of its own, zero-initialised, so the network starts as one without it
+        self.self_cond = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False) if cfg.self_cond else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = layer_norm(cfg)
@@ -258,10 +262,11 @@ class FLM(nn.Module):
         self.apply(self._init_weights)
         for m in [*(b.adaLN for b in self.blocks), self.adaLN_f, self.head,
                   self.loss_weight.mlp[-1] if self.loss_weight is not None else None,
-                  self.time_embed2.mlp[-1] if self.time_embed2 is not None else None]:
+                  self.time_embed2.mlp[-1] if self.time_embed2 is not None else None, self.self_cond]:
             if m is not None:
                 nn.init.zeros_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     @staticmethod
     def _init_weights(m):
@@ -279,13 +284,16 @@ class FLM(nn.Module):
             c = c + self.time_embed2(t2)
         return F.silu(c)
 
-    def forward(self, x_g, t, t2=None, with_weight=False, embedded=False):
+    def forward(self, x_g, t, t2=None, with_weight=False, embedded=False, sc=None):
         """x_g: (B, L, K) points in R^K (embedded=True: their images x_g @ E, section 7); t: (B,) model
         times in [0, 1] (t2: a flow map's second time). with_weight: also return w of the learnable loss
-        weighting, computed inside forward so that DDP sees every parameter used in the one forward call."""
+        weighting, computed inside forward so that DDP sees every parameter used in the one forward call.
+        sc: a self-conditioned network's previous D (B, L, K), or its image D @ E; None reads as zeros."""
         assert x_g.size(1) <= self.cfg.block_size, "sequence longer than block_size"
         c = self.cond(t, t2)
         h = x_g if embedded else self.embed(x_g)
+        if sc is not None:
+            h = h + self.self_cond(sc.to(h.dtype) if embedded else self.embed(sc.to(h.dtype)))
         if self.cfg.embed_dropout:
             h = self.drop(h)
         for block in self.blocks:
@@ -302,17 +310,34 @@ def antithetic_times(B, device):
     return t[torch.randperm(B, device=device)]
 
 
-def flm_loss(model, x, table, K, projected=None):
+def flm_loss(model, x, table, K, projected=None, self_cond=False):
     """The reparameterized CE loss of method.md 3 for a batch x of token ids (B, L): t stratified,
     g = G(t), x_g the interpolant, CE(f_theta(x_g, t), x). `model` may be wrapped (DDP, compile).
-    The state: R^K, or its image in d dims where K > d (section 7; projected=None: where cheaper)."""
+    The state: R^K, or its image in d dims where K > d (section 7; projected=None: where cheaper).
+    self_cond: the network reads its own estimate first (self_estimate, not in the paper)."""
     B, L = x.shape
     t = antithetic_times(B, x.device)
     g = G(t, table)
     space, (model,) = StateSpace.of(K, [model], projected)
     x_g = interpolant(x, g, space.noise(B, L, device=x.device), space)
-    ce = F.cross_entropy(model(x_g, t).flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
+    sc = self_estimate(model, space, x_g, t) if self_cond else None
+    ce = F.cross_entropy(model(x_g, t, sc=sc).flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
     return ce.mean(1).mean()  # per sequence, then over the batch
+
+# ---- not in the paper: self-conditioning (method.md 9) ----
+# A self-conditioned network also reads a previous estimate of D (sc). Trained as in Chen et al.
+# (2023, "Analog Bits"): half of the sequences first get the network's own D without gradient, the
+# other half zeros, and the loss is the second pass's; a sampler passes each step's D to the next.
+# Its flow map (section 5) is trained the same way and carries its delta from jump to jump.
+
+def self_estimate(net, space, x, *times):
+    """The self-conditioning input of a training pass: the network's own D at x (no gradient, in the
+    state's coordinates) for every other sequence, zeros (no estimate yet) for the rest."""
+    sc = torch.zeros_like(x)
+    with torch.no_grad():
+        sc[::2] = space.project(torch.softmax(net(x[::2], *(v[::2] for v in times)).float(), -1)).to(x.dtype)
+    return sc
+# ---- end of what is not in the paper ----
 
 
 def lr_at(it, learning_rate, min_lr, warmup_iters, decay_iters, decay=True):
@@ -368,12 +393,13 @@ def keep_known(z, x_known, known, eps_known, g, space=None):
 
 @torch.no_grad()
 def euler_sample(denoiser, table, shape, steps, x_known=None, known=None, generator=None, device="cpu",
-                 eta=0.0, flow_map=False, projected=None, noise=None, on_step=None):
+                 eta=0.0, flow_map=False, projected=None, noise=None, on_step=None, self_cond=False):
     """shape = (B, L, K). x_known (B, L) ids and known (B, L) bool fix positions (a prompt). eta in [0, 1]:
     share of fresh noise after each step (0: the deterministic sampler). flow_map: `denoiser` is a flow
     map h_psi(z, s, t) (section 5), whose jump s -> t has the Euler step's form: one jump per step.
     on_step(i, t, z, logits): called after each pass (the notebooks' and the animation's trajectory).
     noise: an iterator of (B, L, K) noises used in the order drawn instead of drawing (tests).
+    self_cond: `denoiser` also reads sc, the D of the step before (none at the first): not in the paper.
     Returns token ids (B, L)."""
     assert steps >= 1 and 0 <= eta <= 1
     B, L, K = shape
@@ -381,17 +407,19 @@ def euler_sample(denoiser, table, shape, steps, x_known=None, known=None, genera
     draw = space.drawer(B, L, generator, device, noise)
     z = draw()
     eps_known = None if known is None else draw()
+    carry = {'sc': None} if self_cond else {}  # self-conditioning: the previous step's D
     for i in range(steps):
         t, t_next = torch.full((B,), i / steps, device=device), torch.full((B,), (i + 1) / steps, device=device)
         g, g_next = G(t, table), G(t_next, table)
         z = keep_known(z, x_known, known, eps_known, g, space)
-        logits = (denoiser(z, t, t_next) if flow_map else denoiser(z, t)).float()
+        logits = (denoiser(z, t, t_next, **carry) if flow_map else denoiser(z, t, **carry)).float()
         if on_step is not None:
             on_step(i, t, z, logits)
         if i == steps - 1:
             x = logits.argmax(-1)
             return x if known is None else torch.where(known, x_known, x)
         D = space.project(torch.softmax(logits, dim=-1))
+        carry = {'sc': D} if self_cond else {}
         z = jump(z, D, g[:, None, None], g_next[:, None, None])
         if eta > 0:
             z = refresh_noise(z, D, g_next[:, None, None], eta, xi=draw())
@@ -447,12 +475,14 @@ def learned_weighting(loss, w):
 
 
 def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_share=0.5, weighted=False,
-                 projected=None, targets_from=None):
+                 projected=None, targets_from=None, self_cond=False):
     """method.md 5 for token ids x (B, L). The first diagonal_share of the sequences: KL(D_T(x_t, t) ||
     delta_{t,t}(x_t)); the rest jumps s < u < t: KL(gamma a + (1 - gamma) b || delta_{s,t}(x_s)), a and b
     the student's own half jumps without gradient (targets_from: another copy gives them, e.g. its EMA).
     KL summed over the vocabulary, averaged over positions, then sequences. `student` is h_psi (may be
-    wrapped: DDP, compile), `teacher` the frozen FLM; a fixed split keeps shapes fixed for compile."""
+    wrapped: DDP, compile), `teacher` the frozen FLM; a fixed split keeps shapes fixed for compile.
+    self_cond (not in the paper): both networks are self-conditioned. The student reads self_estimate,
+    the second half jump reads the first's delta (the sampler's carry), the teacher its own estimate."""
     B, L = x.shape
     n = round(B * diagonal_share)
     s, u, t = flow_map_times(B, x.device, boundary_every)
@@ -464,17 +494,20 @@ def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_shar
     space, (student, teacher, *source) = StateSpace.of(K, nets, projected)
     source = source[0] if source else student
     x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
+    sc = self_estimate(source, space, x_s, s, t) if self_cond else None
     targets, j = [], slice(n, B)
     with torch.no_grad():
         if n > 0:  # diagonal: the teacher's denoiser
-            targets.append(torch.softmax(teacher(x_s[:n], s[:n]).float(), -1))
+            D_sc = space.project(torch.softmax(teacher(x_s[:n], s[:n]).float(), -1)) if self_cond else None
+            targets.append(torch.softmax(teacher(x_s[:n], s[:n], sc=D_sc).float(), -1))
         if n < B:  # jumps: the mixture of the two half jumps
-            a = torch.softmax(source(x_s[j], s[j], u[j]).float(), -1)              # delta_{s,u}(x_s)
-            x_u = jump(x_s[j], space.project(a), g_s[j], g_u[j])                    # X_{s,u}(x_s)
-            b = torch.softmax(source(x_u, u[j], t[j]).float(), -1)                 # delta_{u,t}(x_u)
-            gamma, gamma_bar = semigroup_weights(g_s[j], g_u[j], g_t[j])
+            a = torch.softmax(source(x_s[j], s[j], u[j], sc=sc[j] if self_cond else None).float(), -1)
+            a_image = space.project(a)
+            x_u = jump(x_s[j], a_image, g_s[j], g_u[j])                              # X_{s,u}(x_s)
+            b = torch.softmax(source(x_u, u[j], t[j], sc=a_image if self_cond else None).float(), -1)
+            gamma, gamma_bar = semigroup_weights(g_s[j], g_u[j], g_t[j])  # a = delta_{s,u}(x_s), b = delta_{u,t}(x_u)
             targets.append(gamma * a + gamma_bar * b)
-    h, w = student(x_s, s, t, with_weight=True) if weighted else (student(x_s, s, t), None)
+    h, w = student(x_s, s, t, with_weight=True, sc=sc) if weighted else (student(x_s, s, t, sc=sc), None)
     return learned_weighting(kl_to(torch.cat(targets), h.float()).mean(1), w)
 
 
@@ -600,5 +633,5 @@ class StateSpace:
         return functools.partial(_read_columns, network, self.columns[i])
 
 
-def _read_columns(network, columns, state, *times, **kw):
-    return network(state[..., columns], *times, embedded=True, **kw)
+def _read_columns(network, columns, state, *times, sc=None, **kw):
+    return network(state[..., columns], *times, embedded=True, sc=None if sc is None else sc[..., columns], **kw)

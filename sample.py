@@ -89,7 +89,7 @@ table = flm.g_table(K, device)
 if kind in ('flm', 'flowmap', 'stage2'):  # a flow map's jump has the Euler step's form (flm.py 5)
     def sample(B, L, steps, x_known, known, generator, device, eta):
         return flm.euler_sample(model, table, (B, L, K), steps, x_known, known, generator, device, eta,
-                                flow_map=kind != 'flm')
+                                flow_map=kind != 'flm', self_cond=model.cfg.self_cond)
 else:  # stage 1 (stages.py) and the baselines
     sample = runs.sampler(kind, model, table, teacher)
 generator = torch.Generator(device=device).manual_seed(seed)

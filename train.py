@@ -61,6 +61,7 @@ ln_scale = False          # LayerNorms with a learnable scale
 attn_softcap = 0.0        # > 0: attention logits soft-capped at this value (the paper: 50)
 time_scale = 1000.0       # the time embedding reads time_scale * t (the paper: 1, raw t)
 embed_dropout = True      # dropout also on the input embedding (the paper: False, in the blocks only)
+self_cond = False         # not in the paper: the FLM also reads its previous D (flm.py 3, method.md 9)
 # AdamW optimizer, warmup then (optionally) cosine decay
 learning_rate = 2e-3
 max_iters = 3600
@@ -158,7 +159,7 @@ teacher_net, residual_net, carried = runs.frozen_networks(kind, teacher, stage1,
                                                            device)
 model_args = dict(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
                   n_embd=n_embd, n_cond=n_cond, dropout=dropout, ln_scale=ln_scale, attn_softcap=attn_softcap,
-                  time_scale=time_scale, embed_dropout=embed_dropout)
+                  time_scale=time_scale, embed_dropout=embed_dropout, self_cond=self_cond)
 released = None  # --init_from=<a released FLM>: its network and weights (the model options are the release's)
 if checkpoint is not None:
     runs.require_kind(checkpoint, ckpt_path, '--init_from=resume', kind)
@@ -199,10 +200,11 @@ if checkpoint is not None:
 checkpoint = released = None  # free memory
 # the loss of each kind: the FLM's CE (flm.py 3), its flow map's KL semigroup loss (flm.py 5), or another's
 if kind == 'flm':
-    loss_fn = lambda model, x: flm.flm_loss(model, x, table, vocab_size)
-elif kind == 'flowmap':
+    loss_fn = lambda model, x: flm.flm_loss(model, x, table, vocab_size, self_cond=raw_model.cfg.self_cond)
+elif kind == 'flowmap':  # a self-conditioned teacher makes a self-conditioned student
     loss_fn = lambda model, x: flm.flowmap_loss(model, teacher_net, x, table, vocab_size, boundary_every or 64,
-                                                diagonal_share, loss_weighting, targets_from=ema if ema_targets else None)
+                                                diagonal_share, loss_weighting, targets_from=ema if ema_targets else None,
+                                                self_cond=raw_model.cfg.self_cond)
 else:  # the two stages (stages.py) and the baselines (tools/baselines.py)
     loss_fn = runs.loss_fn(kind, vocab_size, table, teacher_net, residual_net, boundary_every, loss_weighting)
 # the model FLOPs of one iteration of this process, for the MFU of the log line

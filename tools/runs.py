@@ -170,6 +170,8 @@ def frozen_networks(kind, teacher, stage1, resumed, vocab_size, block_size, devi
         T = read(teacher, '--teacher', 'flm')
         return frozen('flm', T['model_args'], T['ema'], device), None, {}
     T = resumed or read(teacher, '--teacher', 'flm')
+    if (T.get('teacher_args') if resumed else T['model_args']).get('self_cond'):
+        die("--kind=stage1: the two stages do not distil a self-conditioned FLM; use --kind=flowmap")
     carried = ({k: T[k] for k in ('teacher_args', 'teacher_weights')} if resumed
                else {'teacher_args': T['model_args'], 'teacher_weights': T['ema']})
     return teacher_of(carried, device), None, carried
@@ -214,7 +216,7 @@ def prompt_positions(prompt, B, L, device):
 
 
 MODEL_OPTIONS = ('n_layer', 'n_head', 'n_embd', 'n_cond', 'dropout', 'ln_scale', 'attn_softcap', 'time_scale',
-                 'embed_dropout')  # train.py's options of the network
+                 'embed_dropout', 'self_cond')  # train.py's options of the network
 
 
 def options_of(source, model_args, given, differing=None):
@@ -263,6 +265,8 @@ def option_rules(c):
         'warmup_iters': (c['warmup_iters'] >= 0, ">= 0"), 'boundary_every': (c['boundary_every'] >= 0, ">= 0"),
         'diagonal_share': (0 <= c['diagonal_share'] <= 1, "in [0, 1]"),
         'ema_targets': (not c['ema_targets'] or kind == 'flowmap', f"False for --kind={kind} (it is --kind=flowmap's)"),
+        'self_cond': (not c.get('self_cond') or kind in ('flm', 'flowmap'),
+                      f"False for --kind={kind} (self-conditioning is the FLM's, and its flow map's from its teacher)"),
         **{k: (c[k] > 0, "> 0") for k in (
             'batch_size', 'block_size', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_sample_steps',
             'gradient_accumulation_steps', 'n_layer', 'n_embd', 'n_cond', 'time_scale', 'eval_samples', 'eval_ref_steps', 'lr_decay_iters')}}
@@ -274,9 +278,10 @@ def loss_fn(kind, K, table, teacher=None, residual=None, boundary_every=0, weigh
     train.py names flm.flm_loss and flm.flowmap_loss itself; the two stages' losses are stages.py's."""
     boundary_every = boundary_every or BOUNDARY_EVERY.get(kind, 1)
     if kind == 'flm':
-        return lambda model, x: flm.flm_loss(model, x, table, K)
+        return lambda model, x: flm.flm_loss(model, x, table, K, self_cond=self_conditioned(model))
     if kind == 'flowmap':
-        return lambda model, x: flm.flowmap_loss(model, teacher, x, table, K, boundary_every, diagonal_share, weighted)
+        return lambda model, x: flm.flowmap_loss(model, teacher, x, table, K, boundary_every, diagonal_share, weighted,
+                                                 self_cond=self_conditioned(teacher))
     if kind == 'stage1':
         return lambda model, x: stages.stage1_loss(model, teacher, x, table, K, boundary_every, weighted)
     if kind == 'stage2':
@@ -284,6 +289,12 @@ def loss_fn(kind, K, table, teacher=None, residual=None, boundary_every=0, weigh
     if kind == 'ar':
         return lambda model, x: baselines.ar_loss(model, x, K)
     return lambda model, x: baselines.mdlm_loss(model, x, K)
+
+
+def self_conditioned(net):
+    """Whether an FLM or flow map (also inside a DDP or compile wrapper) reads self-conditioning (flm.py 3)."""
+    net = getattr(net, 'module', net)
+    return bool(getattr(getattr(getattr(net, '_orig_mod', net), 'cfg', None), 'self_cond', False))
 
 
 def sampler(kind, net, table, teacher=None):
@@ -301,7 +312,7 @@ def sampler(kind, net, table, teacher=None):
                                      device=device)
         # the jump of a flowmap or stage-2 flow map has the Euler step's form (flm.py 5): one jump per step
         return flm.euler_sample(net, table, (B, L, K), steps, x_known, known, generator=generator, device=device,
-                                eta=eta, flow_map=kind in ('stage2', 'flowmap'))
+                                eta=eta, flow_map=kind in ('stage2', 'flowmap'), self_cond=self_conditioned(net))
     return sample
 
 
@@ -325,11 +336,15 @@ def eval_ce(kind, net, x, table, log_pi, generator):
         t = torch.full((x.size(0),), tj, device=x.device)
         g = flm.G(t, table)
         x_g = flm.interpolant(x, g, space.noise(*x.shape, generator, x.device), space)
-        ces.append(F.cross_entropy(f(x_g, t).flatten(0, 1).float(), x.flatten()))
+        logits = f(x_g, t)
+        if self_conditioned(net):  # the CE after reading its own estimate, as in its sampler's steps
+            logits = f(x_g, t, sc=space.project(torch.softmax(logits.float(), -1)))
+        ces.append(F.cross_entropy(logits.flatten(0, 1).float(), x.flatten()))
         if tj == 0.5:  # the reference sees what the network sees: x_g, or its image under E where K > d
             E = flm.input_embedding(net).float() if space.projected else None
             unigram = F.cross_entropy(flm.unigram_denoiser_logits(x_g.float(), g, log_pi, E).flatten(0, 1), x.flatten())
     return ces, unigram
+
 
 def ce_figures(kind, net, batches, table, log_pi, generator, ctx):
     """train.py's evaluation of an FLM or a baseline: (figures, a line that tells them). Cross entropies
@@ -525,7 +540,8 @@ def train_flops(kind, model, B, L, teacher=None, residual=None, diagonal_share=0
     """FLOPs of one micro-step of the kind's loss(model, x) and its backward, x (B, L): the trained
     network's forward and backward (3 forwards) and a distillation's no-grad passes that make its target
     (flm.py 5, 8): stage 1 the teacher and r_phi at x_s and at x_u, stage 2 the teacher and r_phi once,
-    flowmap the teacher on its diagonal rows and the student (or targets_from) twice on its jump rows.
+    flowmap the teacher on its diagonal rows and the student (or targets_from) twice on its jump rows;
+    self-conditioning adds the estimate on half the rows, and a flow map's teacher's on its diagonal rows.
     A projected state (flm.py 7, W the networks' widths side by side) adds its Gram M^T M and noise z @ R
     (forward, and the backward to M), and the targets' (B, L, K) x (K, W) projections onto M (stage 1: 2 per row,
     flowmap: 1 per jump row); nanoGPT's rule leaves out the rest (norms, softmaxes, elementwise updates)."""
@@ -543,9 +559,13 @@ def train_flops(kind, model, B, L, teacher=None, residual=None, diagonal_share=0
         total += B * (fwd(teacher) + fwd(residual))
     elif kind == 'flowmap':
         total += n * fwd(teacher) + 2 * (B - n) * fwd(targets_from if targets_from is not None else model)
+    if self_conditioned(model):  # its estimate on every other row (flm.self_estimate); a flow map's teacher twice
+        total += (B + 1) // 2 * fwd(model if kind == 'flm' or targets_from is None else targets_from)
+        total += n * fwd(teacher) if kind == 'flowmap' else 0
     if projected:
         W = sum(net.cfg.n_embd for net in nets)
         rows = {'stage1': 2 * B, 'flowmap': B - n}.get(kind, 0)
+        rows += ((B + 1) // 2 + (n if kind == 'flowmap' else 0)) if self_conditioned(model) else 0
         total += 4 * K * W * W + 4 * B * L * W * W + 2 * rows * L * K * W
     return total
 
