@@ -1,15 +1,13 @@
-"""
-Sample from a checkpoint of any kind train.py writes: an FLM with flm.euler_sample, 64 Euler steps
+"""Sample from a checkpoint of any kind train.py writes: an FLM with flm.euler_sample, 64 Euler steps
 (by default with fresh noise, --eta=0.6; --eta=0 is the paper's deterministic sampler), its flow map
 with the same sampler in one step (flow_map=True), MDLM in 128 steps, AR left to right (tools/runs.py).
 A released checkpoint of the paper (--init_from, tools/pretrained.py) samples the paper's way: --eta=0,
-1024 Euler steps for an FLM, one jump for an FMLM.
+1024 Euler steps for an FLM, one jump for an FMLM. --out (read by python -m tools.judge) and --animate
+write new files, or replace a samples file and a GIF; anything else only with --force.
 
 $ python sample.py --steps=8 --num_samples=4 --start="ROMEO:"   # out-shakespeare-char/ckpt.pt
-$ python sample.py --out_dir=out-shakespeare-char-fm --out=fm.json   # one step; texts, ids, settings, speed
+$ python sample.py --out_dir=out-shakespeare-char-fm --out=fm.json --animate=fm.gif   # one step, and a GIF
 $ python sample.py --init_from=FMLM-B-OWT --start=FILE:prompt.txt
-
---out (read by python -m tools.judge) is a new file or a samples file; anything else only with --force.
 """
 
 import os
@@ -34,16 +32,16 @@ seed = 1337
 out = ''                  # write the samples and settings as JSON here (a new file, or a samples file)
 force = False             # let --out replace a file that is not a samples file
 ema = True                # sample with the EMA weights
-stats = True              # valid-word fraction and unigram entropy, beside the training data's
+stats = True              # valid words, unigram entropy and diversity, beside real text's (tools/textstats.py)
+animate = ''              # also write the sampling of one sample (batch 1, this seed) as a GIF here (tools/animate.py)
 device = 'auto'
 dtype = 'auto'
 # -----------------------------------------------------------------------------
 config = configure({k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))},
                    sys.argv[1:])
 globals().update(config)
-MAX_STEPS = 100_000  # 100 times the sweep's largest count: a larger one is a typo, not a run to wait for
-if num_samples <= 0 or batch_size <= 0 or not 0 <= steps <= MAX_STEPS:
-    die(f"--num_samples and --batch_size must be > 0 and --steps in 0..{MAX_STEPS} (0: the kind's default); "
+if num_samples <= 0 or batch_size <= 0 or not 0 <= steps <= 100_000:  # 100x the sweep's largest: a typo
+    die(f"--num_samples and --batch_size must be > 0 and --steps in 0..100000 (0: the kind's default); "
         f"got {num_samples}, {batch_size}, {steps}")
 if not (0 <= eta <= 1 or eta == -1):
     die(f"--eta must be in [0, 1] (or -1: the checkpoint kind's default), got {eta}")
@@ -52,8 +50,7 @@ if os.path.isfile(init_from):  # never a hub name
         f"and a checkpoint of train.py is read with --ckpt={init_from}")
 source = ckpt or os.path.join(out_dir, 'ckpt.pt')
 read = [os.path.join(init_from, f) for f in ('config.json', 'model.safetensors')] if init_from else [source]
-if out:  # where the samples go: checked before the sampling
-    files.check_output(out, read, force)
+files.check_outputs(out, animate, read, force)  # where the samples and the animation go, before the sampling
 start = files.read_prompt(start)
 
 # torch only now, after the checks
@@ -61,7 +58,7 @@ import torch  # noqa: E402
 
 import dataset as data  # noqa: E402
 import flm  # noqa: E402
-from tools import runs, textstats  # noqa: E402
+from tools import animation, runs, textstats  # noqa: E402
 
 device, device_type, dtype, ctx = runs.system(device, dtype)
 
@@ -83,6 +80,8 @@ eta = runs.sampler_eta(kind, eta, released=bool(init_from))
 prompt = encode(start)
 if len(prompt) > L:
     die(f"the prompt is {len(prompt)} tokens long, longer than the block ({L})")
+if animate and kind not in animation.KINDS:
+    die(f"--animate shows the flow samplers ({', '.join(animation.KINDS)}), not a '{kind}' checkpoint")
 
 # -----------------------------------------------------------------------------
 table = flm.g_table(K, device)
@@ -111,10 +110,11 @@ print(f"{seconds:.3f} s per sample ({name}, {num_samples} samples, batch {batch_
 result = {'samples': samples, 'ids': samples_ids, 'seconds_per_sample': seconds,
           'settings': {**config, 'steps': steps, 'eta': eta, 'start': start, 'ckpt': source, 'kind': kind,
                        'tokenizer': tokenizer}}
-if stats and data_dir and os.path.isfile(os.path.join(data_dir, 'train.bin')):
-    words, reference = textstats.data_stats(data_dir, decode, L)
-    figures = textstats.text_figures(samples, words)
-    print(textstats.report(name, figures, reference))
-    result['stats'], result['reference'] = figures, reference
+if stats and data_dir and os.path.isfile(os.path.join(data_dir, 'train.bin')):  # beside real text's
+    result['stats'], result['reference'] = textstats.figures_and_reference(data_dir, decode, L, samples, samples_ids)
+    print(textstats.report(name, result['stats'], result['reference']))
 if out:
     files.write_json(out, result)
+if animate:  # one sample's path, drawn from its steps' D (flm.euler_sample's on_step)
+    animation.animate(animate, kind, model, source, table, steps, eta, seed, device, decode,
+                      runs.prompt_positions(prompt, 1, L, device) if prompt else None)

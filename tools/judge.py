@@ -2,7 +2,9 @@
 Judge generated text: its Gen PPL (the perplexity a judge model assigns to the samples, exp of
 the mean NLL per scored token) and its mean unigram entropy per sample (of the sampler's token
 ids, the paper's figure, and of the decoded text's characters, tools/textstats.py). Read them
-together: a sampler that repeats a few likely tokens gets a low Gen PPL and a low entropy.
+together: a sampler that repeats a few likely tokens gets a low Gen PPL and a low entropy; one whose
+samples are near-copies of one another scores well on both, and is caught by the diversity across
+the samples of a file (distinct-4 and overlap-4 of the ids, tools/textstats.py).
 
 Judges:
 - a GPT-2 model of the transformers package (a name such as gpt2-large, or a saved folder), with
@@ -144,11 +146,12 @@ def judge_samples(judge, texts, ids, batch=16, device='cpu', tokenizer=None):
     """Gen PPL under the judge and mean unigram entropy of samples (their texts and token ids, and the
     tokenizer that made the ids, as sample.py records it: 'gpt2', 'bert-base-uncased', 'characters', 'ids'
     (texts that are the ids themselves), or None where a file does not say):
-    'token_entropy' of the ids (the paper's record_entropy), 'entropy' of the texts' characters."""
+    'token_entropy' of the ids (the paper's record_entropy), 'entropy' of the texts' characters, and the
+    diversity across the samples, 'distinct_4' and 'overlap_4' of the ids (tools/textstats.py)."""
     check_samples(texts, ids, judge, tokenizer)
     total, count = judge['score'](texts, ids, tokenizer, batch)
     return {'gen_ppl': math.exp(total / count), 'entropy': textstats.mean_unigram_entropy(texts),
-            'token_entropy': textstats.mean_unigram_entropy(ids), 'scored_tokens': count}
+            'token_entropy': textstats.mean_unigram_entropy(ids), 'scored_tokens': count, **textstats.diversity(ids)}
 
 
 def check_samples(texts, ids, judge, tokenizer):
@@ -184,7 +187,8 @@ def read_samples(path):
     if not all(texts):
         die(f"{path}: sample {texts.index('')} is an empty text: nothing to judge")
     settings = data.get('settings') if isinstance(data.get('settings'), dict) else {}
-    return texts, ids, {'settings': settings, 'seconds_per_sample': data.get('seconds_per_sample')}
+    reference = data.get('reference') if isinstance(data.get('reference'), dict) else None  # real text's (sample.py)
+    return texts, ids, {'settings': settings, 'seconds_per_sample': data.get('seconds_per_sample'), 'reference': reference}
 
 
 def judge_file(judge, path, batch=16, device='cpu'):
@@ -198,11 +202,13 @@ def line(path, r, paper, n):
     """The printed figures of one samples file (r: judge_samples' with its settings) of n samples."""
     s = r.get('settings', {})
     what = f"({s.get('kind', '?')}, {s.get('steps', '?')} steps, {n} samples)"
+    # real text's diversity where the file has it (sample.py's stats: as many validation blocks as samples)
+    diversity = textstats.diversity_text(r, r.get('reference'))
     if paper:  # the paper's figures first: Gen PPL and the entropy of the token ids
         return (f"{path}: Gen PPL {r['gen_ppl']:.3f}, entropy {r['token_entropy']:.3f} (token ids), "
-                f"{r['entropy']:.3f} (characters) {what}")
+                f"{r['entropy']:.3f} (characters), {diversity} {what}")
     return (f"{path}: Gen PPL {r['gen_ppl']:.3f}, entropy {r['entropy']:.3f} (characters), token entropy "
-            f"{r['token_entropy']:.3f} {what}")
+            f"{r['token_entropy']:.3f}, {diversity} {what}")
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 """
 The NFE sweep: sample each method at each step count (sample.py), judge every samples file
-(tools/judge.py), and write a table (sweep.md, sweep.json) and a plot of Gen PPL and entropy against
+(tools/judge.py: Gen PPL, entropy, and the diversity across samples beside real text's on as many
+validation blocks), and write a table (sweep.md, sweep.json) and a plot of Gen PPL and entropy against
 seconds per sample (sweep.png, tools/plot_eval.py) to --out_dir. Samples files already there from
 the same sample.py command and an unchanged checkpoint are reused, so an interrupted sweep
 picks up where it stopped.
@@ -116,10 +117,12 @@ for method, path, steps, eta in plan:
     nfe = 2 * steps if r['settings'].get('kind') == 'stage1' else r['settings'].get('steps', steps)
     rows.append({'method': method, 'steps': steps or None, 'nfe': nfe, 'gen_ppl': r['gen_ppl'],
                  'entropy': r['entropy'], 'token_entropy': r['token_entropy'], 'seconds_per_sample': r['seconds_per_sample'],
-                 'eta': r['settings'].get('eta') if method.startswith('FLM') else None, 'valid_words': r.get('valid_words')})
+                 'eta': r['settings'].get('eta') if method.startswith('FLM') else None, 'valid_words': r.get('valid_words'),
+                 'distinct_4': r['distinct_4'], 'overlap_4': r['overlap_4']})
     if latency:  # one sample at batch 1
         rows[-1]['seconds_batch_1'] = read_samples(sample_file(name + '-batch1', path, steps, eta, 1, 1))[2]['seconds_per_sample']
-    print(f"{name}: Gen PPL {r['gen_ppl']:.2f}, entropy {r['entropy']:.3f}, {r['seconds_per_sample']:.4f} s per sample"
+    print(f"{name}: Gen PPL {r['gen_ppl']:.2f}, entropy {r['entropy']:.3f}, {textstats.diversity_text(r)}, "
+          f"{r['seconds_per_sample']:.4f} s per sample"
           + (f", {rows[-1]['seconds_batch_1']:.4f} s at batch 1" if latency else ''), flush=True)
 
 # the real text: validation chunks of the same length, under the same judge
@@ -131,7 +134,8 @@ if have_data:
     texts = [decode(c) for c in chunks]
     reference = {**judge_samples(the_judge, texts, chunks, judge_batch, device),
                  'valid_words': textstats.valid_word_fraction(texts, words) if words is not None else None}
-    print(f"real text: Gen PPL {reference['gen_ppl']:.2f}, entropy {reference['entropy']:.3f}")
+    print(f"real text: Gen PPL {reference['gen_ppl']:.2f}, entropy {reference['entropy']:.3f}, "
+          f"{textstats.diversity_text(reference)}")  # judge_samples' diversity: of as many blocks as samples
 
 with open(os.path.join(out_dir, 'sweep.json'), 'w') as f:
     json.dump({'rows': rows, 'reference': reference, 'judge': judge, 'config': config, 'device': device}, f, indent=1)
@@ -145,20 +149,26 @@ def token_entropy(r):  # a column of its own where tokens are not characters
     return '' if chars else f" {r['token_entropy']:.3f} |"
 
 
+def diversity(r):
+    return ' | '.join('-' if r.get(k) is None else f"{r[k]:.3f}" for k in ('distinct_4', 'overlap_4'))
+
+
 def batch_1(r):
     return f" {r['seconds_batch_1']:.4f} |" if latency and 'seconds_batch_1' in r else (' |' if latency else '')
 
 
 lines = [f"Judge: {judge}. {num_samples} samples of {L} tokens per row, generated {batch_size} at a time. "
-         f"Entropy: of the decoded text's characters" + ('.' if chars else '; token entropy: of the ids.'), '',
-         '| method | steps | NFE | Gen PPL | entropy |' + ('' if chars else ' token entropy |') + ' valid words | s per sample |'
-         + (' s per sample, batch 1 |' if latency else ''),
-         '| --- | --- | --- | --- | --- |' + ('' if chars else ' --- |') + ' --- | --- |' + (' --- |' if latency else '')]
+         f"Entropy: of the decoded text's characters" + ('.' if chars else '; token entropy: of the ids.')
+         + " Distinct-4 and overlap-4: across the samples' ids (real text: as many validation blocks).", '',
+         '| method | steps | NFE | Gen PPL | entropy |' + ('' if chars else ' token entropy |')
+         + ' distinct-4 | overlap-4 | valid words | s per sample |' + (' s per sample, batch 1 |' if latency else ''),
+         '| --- | --- | --- | --- | --- |' + ('' if chars else ' --- |') + ' --- | --- | --- | --- |' + (' --- |' if latency else '')]
 lines += [f"| {r['method']} | {r['steps'] or '-'} | {r['nfe']} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} |"
-          f"{token_entropy(r)} {percent(r['valid_words'])} | {r['seconds_per_sample']:.4f} |{batch_1(r)}" for r in rows]
+          f"{token_entropy(r)} {diversity(r)} | {percent(r['valid_words'])} | {r['seconds_per_sample']:.4f} |{batch_1(r)}"
+          for r in rows]
 if reference:
     lines.append(f"| real text | | | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} |{token_entropy(reference)} "
-                 f"{percent(reference['valid_words'])} | |" + (' |' if latency else ''))
+                 f"{diversity(reference)} | {percent(reference['valid_words'])} | |" + (' |' if latency else ''))
 with open(os.path.join(out_dir, 'sweep.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
 print('\n'.join(lines))
