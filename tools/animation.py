@@ -58,27 +58,26 @@ def glyphs(chars, size=11):
 def cells(text, confidence):
     """A text laid out on the grid: (characters, their confidences), newlines and tabs as visible marks."""
     chars = [{'\n': '\u21b5', '\t': '\u2192'}.get(c, c) for c in text]
-    chars, confidence = chars[:COLUMNS * MAX_ROWS], confidence[:COLUMNS * MAX_ROWS]
-    return chars, confidence
+    return chars[:COLUMNS * MAX_ROWS], confidence[:COLUMNS * MAX_ROWS]
 
 
-def render(chars, confidence, rows, ink):
-    """The grid image (rows * h, COLUMNS * w, 3) of characters whose ink is shaded by confidence."""
+def render(chars, confidence, rows, ink, columns=COLUMNS):
+    """The grid image (rows * h, columns * w, 3) of characters whose ink is shaded by confidence."""
     w, h = CELL
-    image = np.ones((rows * h, COLUMNS * w, 3), dtype=np.float32)
+    image = np.ones((rows * h, columns * w, 3), dtype=np.float32)
     for k, (c, p) in enumerate(zip(chars, confidence)):
-        r, col = divmod(k, COLUMNS)
+        r, col = divmod(k, columns)
         shade = 0.85 * (1 - p)  # confidence 1: black ink; near 0: pale grey
-        color = np.array([shade, shade, 0.25 + 0.75 * shade], dtype=np.float32)
         a = ink.get(c, ink['?'])[..., None]
-        image[r * h:(r + 1) * h, col * w:(col + 1) * w] = 1 - a + a * color
+        image[r * h:(r + 1) * h, col * w:(col + 1) * w] = 1 - a + a * np.array([shade, shade, 0.25 + 0.75 * shade])
     return image
 
 
 def write_gif(path, paths, decode_pieces, fps=8):
     """paths: [(title, frames)] with frames from `trajectory`; every path is shown at the time of the
     longest one's frames (the longest path's steps + 1 frames). decode_pieces(ids) -> the text of each
-    token (a character, or a BPE token's characters), so that a token's confidence shades its characters."""
+    token (a character, or a BPE token's characters), so that a token's confidence shades its characters.
+    Each frame is composed here as one image (titles too, from the same glyphs); matplotlib shows it."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -92,37 +91,39 @@ def write_gif(path, paths, decode_pieces, fps=8):
         return cells(text, conf)
     laid = [[(t, *laid_out(ids, c)) for t, ids, c in frames] for _, frames in paths]
     rows = max(1, max(-(-len(chars) // COLUMNS) for frames in laid for _, chars, _ in frames))
-    ink = glyphs({c for frames in laid for _, chars, _ in frames for c in chars} | {'?'})
     longest = max(range(len(laid)), key=lambda i: len(laid[i]))
     n = len(laid[longest])
-    w, h = CELL
-    fig, axes = plt.subplots(len(paths), 1, squeeze=False,
-                             figsize=(COLUMNS * w / 100 + 0.2, len(paths) * (rows * h / 100 + 0.35) + 0.3), dpi=100)
-    images = []
-    for ax, (title, _) in zip(axes[:, 0], paths):
-        ax.set_title(title, fontsize=9, loc='left')
-        ax.axis('off')
-        images.append(ax.imshow(np.ones((rows * h, COLUMNS * w, 3)), interpolation='nearest'))
-    label = fig.text(0.99, 0.005, '', ha='right', va='bottom', fontsize=8)
-    fig.text(0.01, 0.005, 'shade: the denoiser\'s confidence', ha='left', va='bottom', fontsize=8, color='0.4')
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    labels = [f"step {i + 1} of {n - 1}, t = {laid[longest][i][0]:.3f}" for i in range(n - 1)] + ['final text']
+    legend = "shade: the denoiser's confidence"
+    ink = glyphs({c for frames in laid for _, chars, _ in frames for c in chars}
+                 | set(''.join(title for title, _ in paths) + ''.join(labels) + legend + '?'))
+
+    def line(text, grey=0.35):  # a row of text in the same glyphs, full confidence shaded grey
+        return render(list(text[:COLUMNS]), [1 - grey / 0.85] * len(text), 1, ink)
 
     def frame_of(frames, i):
         """This path's latest frame at the longest path's frame i (the final text at the end)."""
         if i == n - 1:
             return frames[-1]
-        t = laid[longest][i][0]
-        return [f for f in frames[:-1] if f[0] <= t + 1e-9][-1]
+        return [f for f in frames[:-1] if f[0] <= laid[longest][i][0] + 1e-9][-1]
+
+    def compose(i):
+        parts = []
+        for (title, _), frames in zip(paths, laid):
+            _, chars, conf = frame_of(frames, i)
+            parts += [line(title, 0.0), render(chars, conf, rows, ink), np.ones((CELL[1] // 2, COLUMNS * CELL[0], 3))]
+        bottom = line(legend + ' ' * (COLUMNS - len(legend) - len(labels[i])) + labels[i])
+        return (255 * np.concatenate(parts + [bottom]).clip(0, 1)).round().astype(np.uint8)
+    first = compose(0)
+    fig = plt.figure(figsize=(first.shape[1] / 100, first.shape[0] / 100), dpi=100)
+    image = fig.figimage(first)
 
     def draw(i):
-        for image, frames in zip(images, laid):
-            _, chars, conf = frame_of(frames, i)
-            image.set_data(render(chars, conf, rows, ink))
-        label.set_text('final text' if i == n - 1 else f"step {i + 1} of {n - 1}, t = {laid[longest][i][0]:.3f}")
-        return images + [label]
+        image.set_data(compose(i))
+        return [image]
     animation = FuncAnimation(fig, draw, frames=n, blit=False)
     tmp = path + '.tmp.gif'
-    animation.save(tmp, writer=PillowWriter(fps=fps))
+    animation.save(tmp, writer=PillowWriter(fps=fps), dpi=100)
     plt.close(fig)
     os.replace(tmp, path)  # a complete file or none
     return n
