@@ -496,18 +496,21 @@ def flowmap_loss(student, teacher, x, table, K, boundary_every=64, diagonal_shar
     x_s = interpolant(x, g_s[:, 0, 0], space.noise(B, L, device=x.device), space)
     sc = self_estimate(source, space, x_s, s, t) if self_cond else None
     targets, j = [], slice(n, B)
+    carry = (lambda v: {'sc': v}) if self_cond else (lambda v: {})  # what a self-conditioned network reads
     with torch.no_grad():
-        if n > 0:  # diagonal: the teacher's denoiser
-            D_sc = space.project(torch.softmax(teacher(x_s[:n], s[:n]).float(), -1)) if self_cond else None
-            targets.append(torch.softmax(teacher(x_s[:n], s[:n], sc=D_sc).float(), -1))
+        if n > 0:  # diagonal: the teacher's denoiser (self-conditioned: after reading its own estimate)
+            d = teacher(x_s[:n], s[:n]).float()
+            if self_cond:
+                d = teacher(x_s[:n], s[:n], sc=space.project(torch.softmax(d, -1))).float()
+            targets.append(torch.softmax(d, -1))
         if n < B:  # jumps: the mixture of the two half jumps
-            a = torch.softmax(source(x_s[j], s[j], u[j], sc=sc[j] if self_cond else None).float(), -1)
-            a_image = space.project(a)
-            x_u = jump(x_s[j], a_image, g_s[j], g_u[j])                              # X_{s,u}(x_s)
-            b = torch.softmax(source(x_u, u[j], t[j], sc=a_image if self_cond else None).float(), -1)
-            gamma, gamma_bar = semigroup_weights(g_s[j], g_u[j], g_t[j])  # a = delta_{s,u}(x_s), b = delta_{u,t}(x_u)
+            a = torch.softmax(source(x_s[j], s[j], u[j], **carry(sc[j] if self_cond else None)).float(), -1)
+            a_image = space.project(a)                                                   # delta_{s,u}(x_s)
+            x_u = jump(x_s[j], a_image, g_s[j], g_u[j])                                  # X_{s,u}(x_s)
+            b = torch.softmax(source(x_u, u[j], t[j], **carry(a_image)).float(), -1)     # delta_{u,t}(x_u)
+            gamma, gamma_bar = semigroup_weights(g_s[j], g_u[j], g_t[j])
             targets.append(gamma * a + gamma_bar * b)
-    h, w = student(x_s, s, t, with_weight=True, sc=sc) if weighted else (student(x_s, s, t, sc=sc), None)
+    h, w = student(x_s, s, t, with_weight=True, **carry(sc)) if weighted else (student(x_s, s, t, **carry(sc)), None)
     return learned_weighting(kl_to(torch.cat(targets), h.float()).mean(1), w)
 
 
