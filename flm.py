@@ -5,7 +5,8 @@ FLM: a flow-based language model that denoises one-hot token vectors in R^K, and
 One file, read top to bottom; its sections are docs/method.md's, in this order:
   1. the one-hot flow: the interpolant x_g, the velocity v = (D - x_g) / (1 - g), one jump
   2. the time reparameterization g = G(t), G the inverse of A(g)
-  3. the network f_theta(x_g, t) (a DiT with rotary positions) and the CE loss; the LR schedule, EMA
+  3. the network f_theta(x_g, t) (a DiT with rotary positions) and the CE loss; the LR schedule, EMA;
+     self-conditioning, not in the paper, fenced as such (off by default; method.md 9)
   4. the Euler sampler; two additions that are not in the paper, fenced as such:
      fresh noise after each step, and prompting by replacement
   5. the flow map h_psi(x, s, t) distilled in one stage on a KL semigroup target (the default)
