@@ -51,7 +51,8 @@ def glyphs(chars, size=11):
         fig.texts.clear()
         fig.text(0.5, 0.45, c, ha='center', va='center', family='DejaVu Sans Mono', size=size * 0.8)
         canvas.draw()
-        out[c] = 1 - np.asarray(canvas.buffer_rgba())[..., 0].astype(np.float32) / 255
+        # ink in 5 levels: with 9 shades, a frame has few colours, which a GIF stores without dithering
+        out[c] = np.round(4 * (1 - np.asarray(canvas.buffer_rgba())[..., 0].astype(np.float32) / 255)) / 4
     return out
 
 
@@ -67,7 +68,7 @@ def render(chars, confidence, rows, ink, columns=COLUMNS):
     image = np.ones((rows * h, columns * w, 3), dtype=np.float32)
     for k, (c, p) in enumerate(zip(chars, confidence)):
         r, col = divmod(k, columns)
-        shade = 0.85 * (1 - p)  # confidence 1: black ink; near 0: pale grey
+        shade = 0.85 * round(8 * (1 - p)) / 8  # confidence 1: black ink; near 0: pale grey (9 shades)
         a = ink.get(c, ink['?'])[..., None]
         image[r * h:(r + 1) * h, col * w:(col + 1) * w] = 1 - a + a * np.array([shade, shade, 0.25 + 0.75 * shade])
     return image
