@@ -43,6 +43,15 @@ def test_overlap_equals_a_direct_count_over_all_pairs():
     assert textstats.overlap_n(samples, 4) == pytest.approx(direct, rel=1e-9)
 
 
+def test_real_blocks_do_not_overlap(tmp_path):
+    import numpy as np
+    np.arange(1000, dtype=np.uint16).tofile(tmp_path / 'val.bin')
+    blocks = textstats.real_blocks(str(tmp_path), 10, 50)
+    ids = [i for b in blocks for i in b]
+    assert len(set(ids)) == len(ids) == 500  # 50 of the 100 aligned blocks, none twice
+    assert all(b == list(range(b[0], b[0] + 10)) and b[0] % 10 == 0 for b in blocks)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A tiny FLM on a dataset whose validation split is 'ab' repeated (its real text figures are known)."""

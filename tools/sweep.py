@@ -16,8 +16,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-
 import dataset as data
 from configurator import configure, die, int_list
 from tools import runs, textstats
@@ -128,9 +126,7 @@ for method, path, steps, eta in plan:
 # the real text: validation chunks of the same length, under the same judge
 reference = None
 if have_data:
-    val = data.split(data_dir, 'val')
-    starts = np.random.default_rng(seed).integers(0, len(val) - L, num_samples)
-    chunks = [val[s:s + L].tolist() for s in starts]
+    chunks = textstats.real_blocks(data_dir, L, num_samples, seed)  # as many as samples, none overlapping
     texts = [decode(c) for c in chunks]
     reference = {**judge_samples(the_judge, texts, chunks, judge_batch, device),
                  'valid_words': textstats.valid_word_fraction(texts, words) if words is not None else None}

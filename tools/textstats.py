@@ -68,10 +68,13 @@ def diversity(samples, n=4):
 
 
 def real_blocks(data_dir, L, count, seed=0):
-    """count validation blocks of L token ids (real text's reference for figures that depend on the count)."""
+    """count validation blocks of L token ids, real text's reference for the diversity figures: blocks that
+    do not overlap (windows at random starts would share text and look like near-copies), drawn without
+    replacement from the split's len // L aligned blocks (with replacement where it has fewer than count)."""
     val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=np.uint16, mode='r')
-    starts = np.random.default_rng(seed).integers(0, len(val) - L, count)
-    return [val[s:s + L].tolist() for s in starts]
+    n = len(val) // L
+    blocks = np.random.default_rng(seed).choice(n, count, replace=count > n)
+    return [val[b * L:(b + 1) * L].tolist() for b in blocks]
 
 
 def valid_word_fraction(texts, words):
@@ -84,9 +87,11 @@ def data_stats(data_dir, decode, L, n=256, seed=0, max_tokens=5_000_000):
     """The training text's word set (of its first max_tokens tokens), and the figures of n real
     validation chunks of L tokens, decoded (the reference a sampler is compared with)."""
     train = np.memmap(os.path.join(data_dir, 'train.bin'), dtype=np.uint16, mode='r')
+    val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=np.uint16, mode='r')
     words = set(decode(train[:max_tokens].tolist()).split())
+    starts = np.random.default_rng(seed).integers(0, len(val) - L, n)
     # chunks, like samples, may cut a word at either end: both are counted alike
-    return words, text_figures([decode(c) for c in real_blocks(data_dir, L, n, seed)], words)
+    return words, text_figures([decode(val[s:s + L].tolist()) for s in starts], words)
 
 
 def figures_and_reference(data_dir, decode, L, texts, ids):
