@@ -82,7 +82,7 @@ def write_gif(path, paths, decode_pieces, fps=8):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.animation import PillowWriter
 
     def laid_out(ids, confidence):
         text, conf = [], []
@@ -114,17 +114,16 @@ def write_gif(path, paths, decode_pieces, fps=8):
             _, chars, conf = frame_of(frames, i)
             parts += [line(title, 0.0), render(chars, conf, rows, ink), np.ones((CELL[1] // 2, COLUMNS * CELL[0], 3))]
         bottom = line(legend + ' ' * (COLUMNS - len(legend) - len(labels[i])) + labels[i])
-        return (255 * np.concatenate(parts + [bottom]).clip(0, 1)).round().astype(np.uint8)
+        rgb = (255 * np.concatenate(parts + [bottom]).clip(0, 1)).round().astype(np.uint8)
+        return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], -1)  # RGBA: drawn as is
     first = compose(0)
     fig = plt.figure(figsize=(first.shape[1] / 100, first.shape[0] / 100), dpi=100)
     image = fig.figimage(first)
-
-    def draw(i):
-        image.set_data(compose(i))
-        return [image]
-    animation = FuncAnimation(fig, draw, frames=n, blit=False)
-    tmp = path + '.tmp.gif'
-    animation.save(tmp, writer=PillowWriter(fps=fps), dpi=100)
+    tmp, writer = path + '.tmp.gif', PillowWriter(fps=fps)
+    with writer.saving(fig, tmp, dpi=100):  # the writer alone: FuncAnimation would draw every frame twice
+        for i in range(n):
+            image.set_data(compose(i))
+            writer.grab_frame()
     plt.close(fig)
     os.replace(tmp, path)  # a complete file or none
     return n
