@@ -321,8 +321,8 @@ def flm_loss(model, x, table, K, projected=None, self_cond=False):
     g = G(t, table)
     space, (model,) = StateSpace.of(K, [model], projected)
     x_g = interpolant(x, g, space.noise(B, L, device=x.device), space)
-    sc = self_estimate(model, space, x_g, t) if self_cond else None
-    ce = F.cross_entropy(model(x_g, t, sc=sc).flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
+    logits = model(x_g, t, sc=self_estimate(model, space, x_g, t)) if self_cond else model(x_g, t)
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), x.flatten(), reduction="none").view(B, L)
     return ce.mean(1).mean()  # per sequence, then over the batch
 
 # ---- not in the paper: self-conditioning (method.md 9) ----
